@@ -1,0 +1,34 @@
+# Shared by scripts/*: where easel keeps its per-user cache, and small helpers.
+# Everything downloaded lives outside the repo, so a clean clone reuses it.
+EASEL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+EASEL_CACHE=${EASEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/easel}
+EASEL_VENV=${EASEL_VENV:-$EASEL_CACHE/py}
+EASEL_PY=$EASEL_VENV/bin/python
+
+say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Creates the per-user Python environment that carries libtorch (and, for tests, diffusers).
+ensure_venv() {
+  if [ ! -x "$EASEL_PY" ]; then
+    command -v python3 >/dev/null || die "python3 is needed to install libtorch from PyPI. Install it (Debian/Ubuntu: sudo apt install python3 python3-venv) and run this again."
+    say "creating a Python environment in $EASEL_VENV"
+    mkdir -p "$EASEL_CACHE"
+    python3 -m venv "$EASEL_VENV" || die "could not create a venv. On Debian/Ubuntu: sudo apt install python3-venv, then run this again."
+    "$EASEL_PY" -m pip install -q --upgrade pip
+  fi
+}
+
+# Installs a requirements file into the venv once; a stamp with the file's hash makes reruns instant.
+pip_install_once() {
+  local req=$1 name stamp want
+  name=$(basename "$req" .txt)
+  stamp=$EASEL_VENV/.easel-$name
+  want=$( { cat "$req"; echo "${EASEL_TORCH_INDEX_URL:-}"; } | sha256sum | cut -c1-16)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  say "installing $(grep -v '^#' "$req" | tr '\n' ' ')into $EASEL_VENV (first time only)"
+  local extra=()
+  [ -n "${EASEL_TORCH_INDEX_URL:-}" ] && extra+=(--extra-index-url "$EASEL_TORCH_INDEX_URL")
+  "$EASEL_PY" -m pip install -q "${extra[@]}" -r "$req"
+  echo "$want" >"$stamp"
+}

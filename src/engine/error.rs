@@ -1,0 +1,34 @@
+use std::path::PathBuf;
+
+/// Everything the engine can fail with. Messages say what went wrong and what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a valid JSON config: {message}. Check the file, or download the model again"
+    )]
+    Config { path: PathBuf, message: String },
+    #[error("{path} is not a readable safetensors file: {message}. The download may be incomplete: fetch it again")]
+    Safetensors { path: PathBuf, message: String },
+    #[error("the weights in {location} do not match the model's configuration:\n{report}")]
+    WeightMismatch { location: String, report: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("unknown device {0:?}: use auto, cpu, cuda or cuda:N")]
+    UnknownDevice(String),
+    #[error("unknown dtype {0:?}: use auto, fp32, fp16 or bf16")]
+    UnknownDtype(String),
+    #[error("device {0} is not available: libtorch sees {1} CUDA device(s). Use --device cpu, or check the driver")]
+    DeviceUnavailable(String, usize),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("libtorch error: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;

@@ -1,0 +1,9 @@
+//! Stable Diffusion on libtorch. Knows nothing of terminals, files other than weights, or presets.
+pub mod device;
+pub mod error;
+pub mod models;
+pub mod nn;
+pub mod schedulers;
+pub mod weights;
+
+pub use error::{EngineError, Result};

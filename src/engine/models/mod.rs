@@ -1,0 +1,2 @@
+//! The networks of a Stable Diffusion pipeline, named as diffusers names their weights.
+pub mod resnet;

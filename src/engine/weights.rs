@@ -1,0 +1,356 @@
+//! Named tensors from safetensors files, memory-mapped, checked against what a model asks for.
+//!
+//! Models take tensors by diffusers' names through a [`WeightPath`]. Nothing fails mid-build:
+//! missing tensors and shape mismatches are collected, and [`Weights::finish`] reports them
+//! together with the tensors the model never asked for, in one error.
+use super::error::{EngineError, Result};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, TensorInfo};
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Tensors that checkpoints carry but no model needs: buffers saved by older libraries.
+const IGNORED_SUFFIXES: &[&str] = &["position_ids"];
+
+struct MappedFile {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+}
+
+struct Entry {
+    file: usize,
+    info: TensorInfo,
+}
+
+/// All tensors of one model component, possibly spread over several files.
+pub struct Weights {
+    files: Vec<MappedFile>,
+    entries: HashMap<String, Entry>,
+    device: Device,
+    kind: Kind,
+    used: RefCell<BTreeSet<String>>,
+    problems: RefCell<Vec<String>>,
+    location: String,
+}
+
+impl Weights {
+    /// Maps the files and reads their headers; tensor data is read only when asked for.
+    pub fn open(paths: &[PathBuf], device: Device, kind: Kind) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut entries = HashMap::new();
+        for path in paths {
+            let file = File::open(path).map_err(|source| EngineError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // SAFETY: the map is read-only; a file truncated under us is a user error that
+            // safetensors' header check below or the bounds checks in `tensor` catch.
+            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| EngineError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let bad = |message: String| EngineError::Safetensors {
+                path: path.clone(),
+                message,
+            };
+            let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..])
+                .map_err(|e| bad(e.to_string()))?;
+            let data_start = 8 + header_len;
+            let index = files.len();
+            for (name, info) in metadata.tensors() {
+                let (start, end) = info.data_offsets;
+                if data_start + end > mmap.len() || start > end {
+                    return Err(bad(format!("tensor {name} lies outside the file")));
+                }
+                entries.insert(
+                    name,
+                    Entry {
+                        file: index,
+                        info: info.clone(),
+                    },
+                );
+            }
+            files.push(MappedFile {
+                path: path.clone(),
+                mmap,
+                data_start,
+            });
+        }
+        let location = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Self {
+            files,
+            entries,
+            device,
+            kind,
+            used: RefCell::default(),
+            problems: RefCell::default(),
+            location,
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The floating-point kind that weights are converted to.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn root(&self) -> WeightPath<'_> {
+        WeightPath {
+            weights: self,
+            prefix: String::new(),
+        }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The stored shape of a tensor, without reading it.
+    pub fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
+        self.entries
+            .get(name)
+            .map(|e| e.info.shape.iter().map(|&d| d as i64).collect())
+    }
+
+    /// Reads one tensor as stored, on the CPU.
+    pub fn read_raw(&self, name: &str) -> Result<Tensor> {
+        let entry = self.entries.get(name).ok_or_else(|| {
+            EngineError::Invalid(format!("tensor {name} is not in {}", self.location))
+        })?;
+        let file = &self.files[entry.file];
+        let (start, end) = entry.info.data_offsets;
+        let bytes = &file.mmap[file.data_start + start..file.data_start + end];
+        let kind = match entry.info.dtype {
+            Dtype::F32 => Kind::Float,
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F64 => Kind::Double,
+            Dtype::I64 => Kind::Int64,
+            Dtype::I32 => Kind::Int,
+            Dtype::I16 => Kind::Int16,
+            Dtype::I8 => Kind::Int8,
+            Dtype::U8 => Kind::Uint8,
+            Dtype::BOOL => Kind::Bool,
+            other => {
+                return Err(EngineError::Safetensors {
+                    path: file.path.clone(),
+                    message: format!("tensor {name} has dtype {other:?}, which easel cannot use"),
+                })
+            }
+        };
+        let shape: Vec<i64> = entry.info.shape.iter().map(|&d| d as i64).collect();
+        let expected = shape.iter().product::<i64>() as usize * kind.elt_size_in_bytes();
+        if bytes.len() != expected {
+            return Err(EngineError::Safetensors {
+                path: file.path.clone(),
+                message: format!(
+                    "tensor {name} holds {} bytes, but its shape needs {expected}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(Tensor::from_data_size(bytes, &shape, kind))
+    }
+
+    fn take(&self, name: &str, shape: Option<&[i64]>, kind: Option<Kind>) -> Tensor {
+        self.used.borrow_mut().insert(name.to_string());
+        let placeholder = || Tensor::zeros([0], (Kind::Float, Device::Cpu));
+        let Some(stored) = self.shape_of(name) else {
+            self.problems
+                .borrow_mut()
+                .push(format!("missing tensor {name}"));
+            return placeholder();
+        };
+        if let Some(shape) = shape {
+            if stored != shape {
+                self.problems.borrow_mut().push(format!(
+                    "tensor {name} has shape {stored:?}, the model expects {shape:?}"
+                ));
+                return placeholder();
+            }
+        }
+        match self.read_raw(name) {
+            Ok(t) => {
+                let kind = kind.unwrap_or(if t.is_floating_point() {
+                    self.kind
+                } else {
+                    t.kind()
+                });
+                t.to_device(self.device).to_kind(kind)
+            }
+            Err(e) => {
+                self.problems.borrow_mut().push(e.to_string());
+                placeholder()
+            }
+        }
+    }
+
+    /// Reports every missing, misshapen and unexpected tensor at once.
+    pub fn finish(&self) -> Result<()> {
+        let used = self.used.borrow();
+        let mut report: Vec<String> = self.problems.borrow().clone();
+        let mut unexpected: Vec<&String> = self
+            .entries
+            .keys()
+            .filter(|k| !used.contains(*k) && !IGNORED_SUFFIXES.iter().any(|s| k.ends_with(s)))
+            .collect();
+        unexpected.sort();
+        report.extend(
+            unexpected
+                .into_iter()
+                .map(|k| format!("unexpected tensor {k}")),
+        );
+        if report.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 40;
+        let total = report.len();
+        let mut text = report
+            .into_iter()
+            .take(SHOWN)
+            .map(|l| format!("  - {l}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        if total > SHOWN {
+            text.push_str(&format!("\n  ... and {} more", total - SHOWN));
+        }
+        text.push_str("\nThe files may belong to another model version, or be incomplete: check the model folder or download it again.");
+        Err(EngineError::WeightMismatch {
+            location: self.location.clone(),
+            report: text,
+        })
+    }
+}
+
+/// A position in the tensor-name tree, such as `down_blocks.0.attentions.1`.
+#[derive(Clone)]
+pub struct WeightPath<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> WeightPath<'a> {
+    /// The child path `self.name`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> WeightPath<'a> {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        WeightPath {
+            weights: self.weights,
+            prefix,
+        }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// A tensor of the given shape, converted to the model's device and float kind.
+    pub fn get(&self, shape: &[i64], name: &str) -> Tensor {
+        self.weights.take(&self.full(name), Some(shape), None)
+    }
+
+    /// A tensor of the given shape and an explicit kind.
+    pub fn get_kind(&self, shape: &[i64], name: &str, kind: Kind) -> Tensor {
+        self.weights.take(&self.full(name), Some(shape), Some(kind))
+    }
+
+    /// A tensor if the files have it (for optional biases and the like).
+    pub fn get_optional(&self, shape: &[i64], name: &str) -> Option<Tensor> {
+        self.contains(name).then(|| self.get(shape, name))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.full(name))
+    }
+
+    pub fn device(&self) -> Device {
+        self.weights.device
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.weights.kind
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// The safetensors files of one diffusers component folder, preferring the requested variant
+/// (`diffusion_pytorch_model.fp16.safetensors`) and following sharded index files.
+pub fn component_files(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Vec<PathBuf>> {
+    let mut candidates = Vec::new();
+    if let Some(v) = variant {
+        candidates.push(format!("{stem}.{v}.safetensors"));
+    }
+    candidates.push(format!("{stem}.safetensors"));
+    if variant.is_none() {
+        candidates.push(format!("{stem}.fp16.safetensors"));
+    }
+    for name in &candidates {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(vec![path]);
+        }
+        let index = dir.join(format!("{name}.index.json"));
+        if index.is_file() {
+            return shard_files(&index);
+        }
+    }
+    let pickles = ["bin", "ckpt", "pt"]
+        .iter()
+        .any(|ext| dir.join(format!("{stem}.{ext}")).is_file());
+    let hint = if pickles {
+        " The folder has only pickle weights, which easel never loads because they can run code: convert them to safetensors (diffusers' `save_pretrained(safe_serialization=True)`)."
+    } else {
+        " Check that the model finished downloading."
+    };
+    Err(EngineError::Invalid(format!(
+        "no weights in {}: looked for {}.{hint}",
+        dir.display(),
+        candidates.join(", ")
+    )))
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index).map_err(|source| EngineError::Io {
+        path: index.into(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| EngineError::Config {
+        path: index.into(),
+        message: e.to_string(),
+    })?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| EngineError::Config {
+            path: index.into(),
+            message: "it has no weight_map".into(),
+        })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
+    Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
