@@ -3,6 +3,7 @@ pub mod device;
 pub mod error;
 pub mod models;
 pub mod nn;
+pub mod pipeline;
 pub mod schedulers;
 pub mod weights;
 

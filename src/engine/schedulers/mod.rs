@@ -23,3 +23,92 @@ pub trait Scheduler: Send {
         noise: &mut dyn FnMut(&[i64]) -> Tensor,
     ) -> Tensor;
 }
+
+/// The samplers easel offers, by the names users type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    Ddim,
+    Euler,
+    #[serde(rename = "euler_a")]
+    EulerAncestral,
+}
+
+impl SamplerKind {
+    pub const ALL: &'static [SamplerKind] = &[Self::Ddim, Self::Euler, Self::EulerAncestral];
+
+    /// easel's own name, as `--sampler` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddim => "ddim",
+            Self::Euler => "euler",
+            Self::EulerAncestral => "euler_a",
+        }
+    }
+
+    /// AUTOMATIC1111's display name, written into PNG metadata.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Self::Ddim => "DDIM",
+            Self::Euler => "Euler",
+            Self::EulerAncestral => "Euler a",
+        }
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = crate::engine::EngineError;
+
+    /// Takes easel's names and AUTOMATIC1111's display names, ignoring case, spaces and dashes.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let key: String = s
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '_'))
+            .flat_map(char::to_lowercase)
+            .collect();
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|k| {
+                let name: String = k.name().replace('_', "");
+                let display: String = k.display_name().replace(' ', "").to_lowercase();
+                key == name || key == display
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.name()).collect();
+                crate::engine::EngineError::Invalid(format!(
+                    "unknown sampler {s:?}: choose one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SamplerKind;
+
+    #[test]
+    fn sampler_names_and_aliases() {
+        for k in SamplerKind::ALL {
+            assert_eq!(k.name().parse::<SamplerKind>().unwrap(), *k);
+            assert_eq!(k.display_name().parse::<SamplerKind>().unwrap(), *k);
+        }
+        assert_eq!(
+            "Euler a".parse::<SamplerKind>().unwrap(),
+            SamplerKind::EulerAncestral
+        );
+        assert_eq!(
+            "EULER-A".parse::<SamplerKind>().unwrap(),
+            SamplerKind::EulerAncestral
+        );
+        let err = "dpm9".parse::<SamplerKind>().unwrap_err().to_string();
+        assert!(err.contains("ddim, euler, euler_a"), "{err}");
+    }
+}
