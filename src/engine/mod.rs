@@ -1,9 +1,11 @@
 //! Stable Diffusion on libtorch. Knows nothing of terminals, files other than weights, or presets.
 pub mod device;
 pub mod error;
+pub mod loader;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod preview;
 pub mod schedulers;
 pub mod weights;
 

@@ -1,9 +1,19 @@
-//! Text to image: prompt encoding, the denoising loop with guidance, and decoding.
+//! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
+//! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
 use super::error::{EngineError, Result};
-use super::schedulers::SamplerKind;
+use super::loader::{read_json, ModelFolder};
+use super::models::clip::{ClipTextConfig, ClipTextModel};
+use super::models::unet::UNet2DConditionModel;
+use super::models::unet_config::UNetConfig;
+use super::models::vae::{AutoencoderKl, VaeConfig};
+use super::preview::latent_preview;
+use super::schedulers::{self, SamplerKind, SchedulerConfig};
+use super::tokenizer::ClipTokenizer;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use tch::{Device, Kind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
 
 /// Everything one text-to-image render needs, with every default already resolved.
 #[derive(Debug, Clone)]
@@ -50,6 +60,8 @@ pub struct Timings {
 #[derive(Debug)]
 pub struct Output {
     pub images: Vec<Image>,
+    /// The decoded images as floats in [0, 1], NHWC, before 8-bit rounding (for comparisons).
+    pub float_images: Tensor,
     pub timings: Timings,
 }
 
@@ -60,30 +72,99 @@ pub struct ModelDefaults {
     pub height: i64,
 }
 
-/// A loaded Stable Diffusion pipeline.
+/// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
-    _private: (),
+    folder: ModelFolder,
+    device: Device,
+    kind: Kind,
+    tokenizer: ClipTokenizer,
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    unet_config: UNetConfig,
+    vae: AutoencoderKl,
+    vae_config: VaeConfig,
+    /// An fp32 copy of the VAE, loaded the first time a half-precision decode overflows.
+    vae_fp32: OnceLock<AutoencoderKl>,
+    scheduler_config: SchedulerConfig,
 }
 
 impl StableDiffusion {
+    /// Loads every component of a diffusers folder onto `device`, computing in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
-        let _ = (dir, device, kind);
-        Err(EngineError::Invalid("the pipeline is being built".into()))
-    }
+        let _guard = tch::no_grad_guard();
+        let folder = ModelFolder::open(dir)?;
+        let tokenizer_dir = folder.component("tokenizer");
+        let tokenizer = if tokenizer_dir.join("vocab.json").is_file() {
+            ClipTokenizer::from_folder(&tokenizer_dir)?
+        } else {
+            ClipTokenizer::embedded("<|endoftext|>")?
+        };
 
-    pub fn defaults(&self) -> ModelDefaults {
-        ModelDefaults {
-            width: 512,
-            height: 512,
-        }
+        let clip_config = ClipTextConfig::from_file(&folder.config("text_encoder", "config.json"))?;
+        let weights = folder.weights("text_encoder", "model", device, kind)?;
+        let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
+        weights.finish()?;
+
+        let unet_config: UNetConfig = read_json(&folder.config("unet", "config.json"))?;
+        let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
+        let unet = UNet2DConditionModel::new(&weights.root(), &unet_config)?;
+        weights.finish()?;
+
+        let vae_config: VaeConfig = read_json(&folder.config("vae", "config.json"))?;
+        let vae = load_vae(&folder, &vae_config, device, kind)?;
+
+        let scheduler_config = SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
+        Ok(Self {
+            folder,
+            device,
+            kind,
+            tokenizer,
+            text_encoder,
+            unet,
+            unet_config,
+            vae,
+            vae_config,
+            vae_fp32: OnceLock::new(),
+            scheduler_config,
+        })
     }
 
     pub fn device(&self) -> Device {
-        Device::Cpu
+        self.device
     }
 
     pub fn kind(&self) -> Kind {
-        Kind::Float
+        self.kind
+    }
+
+    /// The model's name for metadata: its folder's name.
+    pub fn name(&self) -> String {
+        self.folder.name()
+    }
+
+    /// How many pixels one latent pixel covers: 2^(VAE levels - 1).
+    pub fn latent_scale_factor(&self) -> i64 {
+        self.vae_config.latent_scale_factor()
+    }
+
+    /// The native size: the UNet's sample size times the latent scale factor.
+    pub fn defaults(&self) -> ModelDefaults {
+        let side = self.unet_config.sample_size * self.latent_scale_factor();
+        ModelDefaults { width: side, height: side }
+    }
+
+    /// Sizes must be multiples of 8 (as diffusers requires) and of the latent scale factor.
+    pub fn check_size(&self, width: i64, height: i64) -> Result<()> {
+        let multiple = self.latent_scale_factor().max(8);
+        if width <= 0 || height <= 0 || width % multiple != 0 || height % multiple != 0 {
+            let round = |v: i64| ((v.max(multiple) + multiple / 2) / multiple) * multiple;
+            return Err(EngineError::Invalid(format!(
+                "size {width}x{height} is not a multiple of {multiple} on both sides: try {}x{}",
+                round(width),
+                round(height)
+            )));
+        }
+        Ok(())
     }
 
     /// Renders; `on_step` runs after every step, and `cancel` is checked before each step.
@@ -93,7 +174,114 @@ impl StableDiffusion {
         on_step: &mut dyn FnMut(&Progress),
         cancel: &AtomicBool,
     ) -> Result<Output> {
-        let _ = (request, on_step, cancel);
-        Err(EngineError::Invalid("the pipeline is being built".into()))
+        let _guard = tch::no_grad_guard();
+        self.check_size(request.width, request.height)?;
+        if request.batch_size < 1 {
+            return Err(EngineError::Invalid("the batch size must be at least 1".into()));
+        }
+        let guided = request.guidance_scale > 1.0;
+        let batch = request.batch_size;
+
+        let started = Instant::now();
+        let positive = self.encode_prompt(&request.prompt, batch);
+        let context = if guided {
+            let negative = self.encode_prompt(&request.negative_prompt, batch);
+            Tensor::cat(&[negative, positive], 0)
+        } else {
+            positive
+        };
+        self.synchronize();
+        let encode_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut scheduler = schedulers::build(request.sampler, &self.scheduler_config, request.steps)?;
+        let factor = self.latent_scale_factor();
+        let shape = [batch, self.unet_config.in_channels, request.height / factor, request.width / factor];
+        // One generator for the whole render, seeded and drawn on the CPU in the compute kind
+        // exactly as diffusers' randn_tensor does, so seeds give diffusers' images.
+        tch::manual_seed(request.seed as i64);
+        let (device, kind) = (self.device, self.kind);
+        let mut noise = move |shape: &[i64]| Tensor::randn(shape, (kind, Device::Cpu)).to_device(device);
+        let mut latents = noise(&shape) * scheduler.init_noise_sigma();
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled);
+            }
+            let input = if guided { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
+            let input = scheduler.scale_model_input(&input, i);
+            let prediction = self.unet.forward(&input, t, &context);
+            let prediction = if guided {
+                let halves = prediction.chunk(2, 0);
+                &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale
+            } else {
+                prediction
+            };
+            latents = scheduler.step(&prediction, i, &latents, &mut noise);
+            let preview = (request.preview_every > 0 && ((i + 1) % request.preview_every == 0))
+                .then(|| latent_preview(&latents));
+            on_step(&Progress { step: i + 1, steps: timesteps.len(), timestep: t, preview });
+        }
+        self.synchronize();
+        let denoise_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let float_images = self.decode(&latents)?;
+        let images = to_rgb8(&float_images);
+        let decode_s = started.elapsed().as_secs_f64();
+        Ok(Output { images, float_images, timings: Timings { encode_s, denoise_s, decode_s } })
     }
+
+    /// The text encoder's last hidden state for one prompt, repeated for the batch.
+    fn encode_prompt(&self, prompt: &str, batch: i64) -> Tensor {
+        let ids = self.tokenizer.encode_padded(prompt);
+        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
+        let hidden = self.text_encoder.forward(&ids).last_hidden_state;
+        hidden.repeat([batch, 1, 1])
+    }
+
+    /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
+    /// (NaN or inf) decodes again in fp32.
+    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let scaled = self.vae_config.unscale_latents(latents);
+        let mut image = self.vae.decode(&scaled);
+        if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
+            let vae = match self.vae_fp32.get() {
+                Some(vae) => vae,
+                None => {
+                    let vae = load_vae(&self.folder, &self.vae_config, self.device, Kind::Float)?;
+                    self.vae_fp32.get_or_init(|| vae)
+                }
+            };
+            image = vae.decode(&scaled.to_kind(Kind::Float));
+        }
+        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0).permute([0, 2, 3, 1]).to_device(Device::Cpu))
+    }
+
+    fn synchronize(&self) {
+        if let Device::Cuda(n) = self.device {
+            tch::Cuda::synchronize(n as i64);
+        }
+    }
+}
+
+fn load_vae(folder: &ModelFolder, config: &VaeConfig, device: Device, kind: Kind) -> Result<AutoencoderKl> {
+    let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
+    let vae = AutoencoderKl::new(&weights.root(), config)?;
+    weights.finish()?;
+    Ok(vae)
+}
+
+/// Floats in [0, 1] (NHWC) to 8-bit images, rounding as diffusers' `numpy_to_pil` does.
+fn to_rgb8(images: &Tensor) -> Vec<Image> {
+    let bytes = (images * 255.0).round().to_kind(Kind::Uint8).contiguous();
+    let (n, h, w) = (bytes.size()[0], bytes.size()[1], bytes.size()[2]);
+    (0..n)
+        .map(|i| {
+            let one = bytes.get(i);
+            let mut rgb = vec![0u8; (h * w * 3) as usize];
+            one.copy_data(&mut rgb, rgb.len());
+            Image { width: w as u32, height: h as u32, rgb }
+        })
+        .collect()
 }
