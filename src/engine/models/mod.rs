@@ -1,2 +1,7 @@
 //! The networks of a Stable Diffusion pipeline, named as diffusers names their weights.
+pub mod attention;
+pub mod embeddings;
 pub mod resnet;
+pub mod unet;
+pub mod unet_blocks;
+pub mod unet_config;
