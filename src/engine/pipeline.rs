@@ -1,11 +1,13 @@
 //! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
 use super::error::{EngineError, Result};
-use super::loader::{read_json, ModelFolder};
-use super::models::clip::{ClipTextConfig, ClipTextModel};
-use super::models::unet::UNet2DConditionModel;
+use super::loader::ModelFolder;
+use super::models::clip::ClipTextModel;
+use super::models::clip_config::ClipTextConfig;
+use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
-use super::models::vae::{AutoencoderKl, VaeConfig};
+use super::models::vae::AutoencoderKl;
+use super::models::vae_config::VaeConfig;
 use super::preview::latent_preview;
 use super::schedulers::{self, SamplerKind, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
@@ -105,12 +107,12 @@ impl StableDiffusion {
         let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
         weights.finish()?;
 
-        let unet_config: UNetConfig = read_json(&folder.config("unet", "config.json"))?;
+        let unet_config = UNetConfig::from_file(&folder.config("unet", "config.json"))?;
         let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
         let unet = UNet2DConditionModel::new(&weights.root(), &unet_config)?;
         weights.finish()?;
 
-        let vae_config: VaeConfig = read_json(&folder.config("vae", "config.json"))?;
+        let vae_config = VaeConfig::from_file(&folder.config("vae", "config.json"))?;
         let vae = load_vae(&folder, &vae_config, device, kind)?;
 
         let scheduler_config = SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
@@ -149,8 +151,15 @@ impl StableDiffusion {
 
     /// The native size: the UNet's sample size times the latent scale factor.
     pub fn defaults(&self) -> ModelDefaults {
-        let side = self.unet_config.sample_size * self.latent_scale_factor();
-        ModelDefaults { width: side, height: side }
+        use super::models::unet_config::PerBlock;
+        let factor = self.latent_scale_factor();
+        // A config without sample_size gets SD 1.x's 64 latent pixels.
+        let (h, w) = match &self.unet_config.sample_size {
+            Some(PerBlock::One(s)) => (*s, *s),
+            Some(PerBlock::Each(v)) if v.len() == 2 => (v[0], v[1]),
+            _ => (64, 64),
+        };
+        ModelDefaults { width: w * factor, height: h * factor }
     }
 
     /// Sizes must be multiples of 8 (as diffusers requires) and of the latent scale factor.
@@ -183,9 +192,9 @@ impl StableDiffusion {
         let batch = request.batch_size;
 
         let started = Instant::now();
-        let positive = self.encode_prompt(&request.prompt, batch);
+        let positive = self.encode_prompt(&request.prompt, batch)?;
         let context = if guided {
-            let negative = self.encode_prompt(&request.negative_prompt, batch);
+            let negative = self.encode_prompt(&request.negative_prompt, batch)?;
             Tensor::cat(&[negative, positive], 0)
         } else {
             positive
@@ -210,6 +219,9 @@ impl StableDiffusion {
             }
             let input = if guided { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
             let input = scheduler.scale_model_input(&input, i);
+            if i == 0 {
+                self.unet.check_inputs(&input, &context, &UNetConditioning::default())?;
+            }
             let prediction = self.unet.forward(&input, t, &context);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
@@ -233,18 +245,18 @@ impl StableDiffusion {
     }
 
     /// The text encoder's last hidden state for one prompt, repeated for the batch.
-    fn encode_prompt(&self, prompt: &str, batch: i64) -> Tensor {
+    fn encode_prompt(&self, prompt: &str, batch: i64) -> Result<Tensor> {
         let ids = self.tokenizer.encode_padded(prompt);
         let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        let hidden = self.text_encoder.forward(&ids).last_hidden_state;
-        hidden.repeat([batch, 1, 1])
+        let hidden = self.text_encoder.forward(&ids)?.last_hidden_state;
+        Ok(hidden.repeat([batch, 1, 1]))
     }
 
     /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
     /// (NaN or inf) decodes again in fp32.
     fn decode(&self, latents: &Tensor) -> Result<Tensor> {
-        let scaled = self.vae_config.unscale_latents(latents);
-        let mut image = self.vae.decode(&scaled);
+        let scaled = self.vae.unscale_latents(latents);
+        let mut image = self.vae.decode(&scaled)?;
         if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
             let vae = match self.vae_fp32.get() {
                 Some(vae) => vae,
@@ -253,7 +265,7 @@ impl StableDiffusion {
                     self.vae_fp32.get_or_init(|| vae)
                 }
             };
-            image = vae.decode(&scaled.to_kind(Kind::Float));
+            image = vae.decode(&scaled.to_kind(Kind::Float))?;
         }
         Ok((image.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0).permute([0, 2, 3, 1]).to_device(Device::Cpu))
     }
@@ -279,8 +291,9 @@ fn to_rgb8(images: &Tensor) -> Vec<Image> {
     (0..n)
         .map(|i| {
             let one = bytes.get(i);
-            let mut rgb = vec![0u8; (h * w * 3) as usize];
-            one.copy_data(&mut rgb, rgb.len());
+            let len = (h * w * 3) as usize;
+            let mut rgb = vec![0u8; len];
+            one.copy_data(&mut rgb, len);
             Image { width: w as u32, height: h as u32, rgb }
         })
         .collect()

@@ -21,8 +21,9 @@ pub fn latent_preview(latents: &Tensor) -> Image {
     };
     let rgb = ((rgb + 1.0) * 127.5).clamp(0.0, 255.0).round().to_kind(Kind::Uint8).contiguous();
     let channels = rgb.size()[2];
-    let mut bytes = vec![0u8; (h * w * channels) as usize];
-    rgb.copy_data(&mut bytes, bytes.len());
+    let len = (h * w * channels) as usize;
+    let mut bytes = vec![0u8; len];
+    rgb.copy_data(&mut bytes, len);
     if channels < 3 {
         bytes = bytes.chunks(channels as usize).flat_map(|p| [p[0], p[0], p[0]]).collect();
     }
