@@ -80,3 +80,13 @@ impl ModelFolder {
         Weights::open(&files, device, kind)
     }
 }
+
+/// Reads a JSON config and checks it with `validate`; validation messages name the file.
+pub fn read_config<T: DeserializeOwned>(path: &Path, validate: impl FnOnce(&T) -> Result<()>) -> Result<T> {
+    let config: T = read_json(path)?;
+    validate(&config).map_err(|e| match e {
+        EngineError::Invalid(m) => EngineError::Invalid(format!("{}: {m}", path.display())),
+        other => other,
+    })?;
+    Ok(config)
+}

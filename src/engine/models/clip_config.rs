@@ -84,19 +84,7 @@ impl ClipActivation {
 impl ClipTextConfig {
     /// Reads and checks `text_encoder/config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| EngineError::Config {
-            path: path.into(),
-            message: e.to_string(),
-        })?;
-        config.validate().map_err(|e| match e {
-            EngineError::Invalid(m) => EngineError::Invalid(format!("{}: {m}", path.display())),
-            other => other,
-        })?;
-        Ok(config)
+        crate::engine::loader::read_config(path, |config: &Self| config.validate())
     }
 
     /// Checks what the model builder relies on.
