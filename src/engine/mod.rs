@@ -5,6 +5,7 @@ pub mod models;
 pub mod nn;
 pub mod pipeline;
 pub mod schedulers;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
