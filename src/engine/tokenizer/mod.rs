@@ -45,9 +45,7 @@ impl ClipTokenizer {
     /// BPE ids of the text, without BOS/EOS. Special-token text in the prompt becomes its id.
     pub fn tokenize(&self, text: &str) -> Vec<i64> {
         let mut ids = Vec::new();
-        let raw: Vec<&AddedToken> = self.raw_specials.iter().collect();
-        let normalized: Vec<&AddedToken> = self.normalized_specials.iter().collect();
-        for piece in special::split(text, &raw) {
+        for piece in special::split(text, &self.raw_specials) {
             let segment = match piece {
                 Piece::Special(id) => {
                     ids.push(id);
@@ -55,7 +53,7 @@ impl ClipTokenizer {
                 }
                 Piece::Text(segment) => text::normalize(segment),
             };
-            for piece in special::split(&segment, &normalized) {
+            for piece in special::split(&segment, &self.normalized_specials) {
                 match piece {
                     Piece::Special(id) => ids.push(id),
                     Piece::Text(words) => self

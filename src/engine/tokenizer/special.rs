@@ -80,7 +80,7 @@ pub enum Piece<'a> {
 }
 
 /// Splits `text` at the leftmost-longest occurrences of `tokens` (empty patterns ignored).
-pub fn split<'a>(text: &'a str, tokens: &[&AddedToken]) -> Vec<Piece<'a>> {
+pub fn split<'a>(text: &'a str, tokens: &[AddedToken]) -> Vec<Piece<'a>> {
     let mut pieces = Vec::new();
     let mut start = 0;
     let mut pos = 0;
