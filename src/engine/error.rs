@@ -17,6 +17,8 @@ pub enum EngineError {
     Safetensors { path: PathBuf, message: String },
     #[error("the weights in {location} do not match the model's configuration:\n{report}")]
     WeightMismatch { location: String, report: String },
+    #[error("{path}: {message}. Check the model's tokenizer/ folder, or download the model again")]
+    Tokenizer { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
     #[error("unknown device {0:?}: use auto, cpu, cuda or cuda:N")]

@@ -7,6 +7,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod preview;
 pub mod schedulers;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
