@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 /// The committed tiny SD 1.x model in diffusers' folder layout.
@@ -24,12 +26,18 @@ pub struct Reference(Weights);
 impl Reference {
     pub fn open(name: &str) -> Self {
         let path = reference_path(name);
-        assert!(path.is_file(), "{} is missing: run scripts/make-fixtures", path.display());
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/make-fixtures",
+            path.display()
+        );
         Reference(Weights::open(&[path], Device::Cpu, Kind::Float).expect("reference file reads"))
     }
 
     pub fn get(&self, name: &str) -> Tensor {
-        self.0.read_raw(name).unwrap_or_else(|e| panic!("reference tensor {name}: {e}"))
+        self.0
+            .read_raw(name)
+            .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"))
     }
 
     pub fn names(&self) -> Vec<String> {
