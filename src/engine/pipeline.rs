@@ -102,18 +102,26 @@ impl StableDiffusion {
             ClipTokenizer::embedded("<|endoftext|>")?
         };
 
+        // Every component is built before any mismatch is reported, so one error lists them all.
+        let mut mismatches = Vec::new();
         let clip_config = ClipTextConfig::from_file(&folder.config("text_encoder", "config.json"))?;
         let weights = folder.weights("text_encoder", "model", device, kind)?;
         let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
-        weights.finish()?;
+        mismatches.extend(weights.finish().err());
 
         let unet_config = UNetConfig::from_file(&folder.config("unet", "config.json"))?;
         let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
         let unet = UNet2DConditionModel::new(&weights.root(), &unet_config)?;
-        weights.finish()?;
+        mismatches.extend(weights.finish().err());
 
         let vae_config = VaeConfig::from_file(&folder.config("vae", "config.json"))?;
-        let vae = load_vae(&folder, &vae_config, device, kind)?;
+        let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
+        let vae = AutoencoderKl::new(&weights.root(), &vae_config)?;
+        mismatches.extend(weights.finish().err());
+        if !mismatches.is_empty() {
+            let report = mismatches.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            return Err(EngineError::Invalid(report));
+        }
 
         let scheduler_config = SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
         Ok(Self {

@@ -63,3 +63,29 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f64) {
     let scale = expected.to_kind(Kind::Double).abs().max().double_value(&[]);
     assert!(scale > 0.0, "{what}: the reference is all zeros");
 }
+
+/// A fresh temporary folder, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("easel-test-").tempdir().expect("a temporary folder")
+}
+
+/// Copies a folder tree (fixtures into scratch folders).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Rewrites a safetensors file through `edit`, which may change, add or drop tensors.
+pub fn edit_safetensors(path: &std::path::Path, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) {
+    let mut tensors = Tensor::read_safetensors(path).expect("readable safetensors");
+    edit(&mut tensors);
+    Tensor::write_safetensors(&tensors, path).expect("writable safetensors");
+}
