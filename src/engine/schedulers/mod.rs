@@ -1,5 +1,50 @@
 //! Samplers behind one trait, configured from a model's `scheduler/scheduler_config.json`.
+//!
+//! Each sampler reproduces its diffusers class (0.42) number for number: the same timesteps and
+//! sigmas, and the same float32 step arithmetic, so easel's images match diffusers' for a seed.
+mod betas;
+pub mod config;
+pub mod ddim;
+pub mod euler;
+pub mod euler_ancestral;
+mod scalar;
+mod spacing;
+
+pub use config::SchedulerConfig;
+pub use ddim::Ddim;
+pub use euler::EulerDiscrete;
+pub use euler_ancestral::EulerAncestralDiscrete;
+
+use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
+
+/// The scheduler for `kind`, set up for `steps` inference steps.
+///
+/// The pipeline runs one model evaluation per entry of `timesteps()`. That is usually `steps`
+/// entries, but diffusers' trailing spacing gives one more for some counts (61 of 1000, say),
+/// and easel keeps that to stay identical.
+pub fn build(
+    kind: SamplerKind,
+    config: &SchedulerConfig,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>> {
+    Ok(match kind {
+        SamplerKind::Ddim => Box::new(Ddim::new(config, steps)?),
+        SamplerKind::Euler => Box::new(EulerDiscrete::new(config, steps)?),
+        SamplerKind::EulerAncestral => Box::new(EulerAncestralDiscrete::new(config, steps)?),
+    })
+}
+
+/// Step counts every scheduler accepts: 1 up to the number of training timesteps.
+fn check_steps(config: &SchedulerConfig, steps: usize) -> Result<()> {
+    if steps == 0 || steps > config.num_train_timesteps {
+        return Err(EngineError::Invalid(format!(
+            "{steps} steps: choose between 1 and {} (the model's training timesteps)",
+            config.num_train_timesteps
+        )));
+    }
+    Ok(())
+}
 
 /// One denoising schedule, set up for a number of steps.
 pub trait Scheduler: Send {
@@ -66,7 +111,7 @@ impl std::str::FromStr for SamplerKind {
     type Err = crate::engine::EngineError;
 
     /// Takes easel's names and AUTOMATIC1111's display names, ignoring case, spaces and dashes.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         let key: String = s
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '_'))

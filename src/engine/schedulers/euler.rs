@@ -1,0 +1,186 @@
+//! Euler's method on the Karras et al. (2022) ODE, as diffusers' EulerDiscreteScheduler runs it
+//! (s_churn = 0: no noise is added). Also the sigma schedule Euler ancestral shares.
+use super::betas::alphas_cumprod;
+use super::config::{
+    FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
+    TimestepType,
+};
+use super::scalar::{ln, sqrt, square};
+use super::{check_steps, spacing, Scheduler};
+use crate::engine::error::{EngineError, Result};
+use tch::{Kind, Tensor};
+
+/// Timesteps and sigmas (one more sigma than timesteps), in float32 as diffusers stores them.
+pub(crate) struct SigmaSchedule {
+    pub timesteps: Vec<f32>,
+    pub sigmas: Vec<f32>,
+    pub alphas_cumprod: Vec<f32>,
+}
+
+impl SigmaSchedule {
+    /// Linear interpolation of the training sigmas at the spaced timesteps, ending on zero.
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        config.validate()?;
+        check_steps(config, steps)?;
+        let mut alphas_cumprod = alphas_cumprod(config)?;
+        if config.rescale_betas_zero_snr {
+            // diffusers keeps the last sigma finite (about 4096) rather than infinite.
+            if let Some(last) = alphas_cumprod.last_mut() {
+                *last = 2f32.powi(-24);
+            }
+        }
+        // libtorch's vectorised sqrt is not always correctly rounded: use it, not f32::sqrt.
+        let alphas = Tensor::from_slice(&alphas_cumprod);
+        let train_sigmas = ((alphas.neg() + 1.0) / &alphas).f_pow_tensor_scalar(0.5)?;
+        let train_sigmas = Vec::<f32>::try_from(&train_sigmas)?;
+        let spacing = config.spacing_or(TimestepSpacing::Linspace);
+        let times = spacing::timesteps(
+            spacing,
+            config.num_train_timesteps,
+            steps,
+            config.steps_offset,
+            false,
+        );
+        let timesteps: Vec<f32> = times.iter().map(|&t| t as f32).collect();
+        let mut sigmas: Vec<f32> = timesteps
+            .iter()
+            .map(|&t| spacing::interp(f64::from(t), &train_sigmas) as f32)
+            .collect();
+        sigmas.push(0.0);
+        Ok(SigmaSchedule {
+            timesteps,
+            sigmas,
+            alphas_cumprod,
+        })
+    }
+
+    /// diffusers' `init_noise_sigma`: the largest sigma, or sqrt(sigma² + 1) with leading spacing.
+    pub fn init_noise_sigma(&self, spacing: TimestepSpacing) -> f64 {
+        let max = self
+            .sigmas
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        f64::from(match spacing {
+            TimestepSpacing::Leading => sqrt(square(max) + 1.0),
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
+        })
+    }
+}
+
+/// `sample / sqrt(sigma² + 1)`, the input scaling of both Euler samplers.
+pub(crate) fn scale_input(sample: &Tensor, sigma: f32) -> Tensor {
+    sample / f64::from(sqrt(square(sigma) + 1.0))
+}
+
+/// The denoised sample the model's output implies at `sigma` (sample already float32).
+pub(crate) fn predict_original(
+    prediction_type: PredictionType,
+    model_output: &Tensor,
+    sample: &Tensor,
+    sigma: f32,
+) -> Tensor {
+    match prediction_type {
+        PredictionType::Epsilon => sample - model_output * f64::from(sigma),
+        PredictionType::VPrediction => {
+            let var = square(sigma) + 1.0;
+            model_output * f64::from(-sigma / sqrt(var)) + sample / f64::from(var)
+        }
+        PredictionType::Sample => model_output.shallow_clone(),
+    }
+}
+
+pub struct EulerDiscrete {
+    schedule: SigmaSchedule,
+    timesteps: Vec<f64>,
+    sigmas: Vec<f64>,
+    init_noise_sigma: f64,
+    prediction_type: PredictionType,
+}
+
+impl EulerDiscrete {
+    pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
+        refuse(config.use_karras_sigmas, "use_karras_sigmas")?;
+        refuse(config.use_exponential_sigmas, "use_exponential_sigmas")?;
+        refuse(config.use_beta_sigmas, "use_beta_sigmas")?;
+        if config.interpolation_type != InterpolationType::Linear {
+            return Err(EngineError::Invalid(format!(
+                "interpolation_type {:?} is not supported by easel's Euler yet: set it to \"linear\" \
+                 in the scheduler config",
+                config.interpolation_type.as_str()
+            )));
+        }
+        let mut schedule = SigmaSchedule::new(config, steps)?;
+        if config.final_sigmas_type == FinalSigmasType::SigmaMin {
+            // Computed on its own, as diffusers does, which can differ from train_sigmas[0].
+            let first = schedule.alphas_cumprod[0];
+            if let Some(last) = schedule.sigmas.last_mut() {
+                *last = sqrt((1.0 - first) / first);
+            }
+        }
+        let continuous = config.timestep_type == TimestepType::Continuous
+            && config.prediction_type == PredictionType::VPrediction;
+        let timesteps = if continuous {
+            let n = schedule.sigmas.len() - 1;
+            schedule.sigmas[..n]
+                .iter()
+                .map(|&s| f64::from(0.25 * ln(s)))
+                .collect()
+        } else {
+            schedule.timesteps.iter().map(|&t| f64::from(t)).collect()
+        };
+        let spacing = config.spacing_or(TimestepSpacing::Linspace);
+        Ok(EulerDiscrete {
+            init_noise_sigma: schedule.init_noise_sigma(spacing),
+            sigmas: schedule.sigmas.iter().map(|&s| f64::from(s)).collect(),
+            timesteps,
+            schedule,
+            prediction_type: config.prediction_type,
+        })
+    }
+
+    /// The sigmas of every step and the final one, as diffusers' `scheduler.sigmas`.
+    pub fn sigmas(&self) -> &[f64] {
+        &self.sigmas
+    }
+}
+
+fn refuse(flag: Option<bool>, key: &str) -> Result<()> {
+    if flag == Some(true) {
+        return Err(EngineError::Invalid(format!(
+            "the scheduler config sets {key}, which easel's Euler does not offer yet: \
+             set it to false"
+        )));
+    }
+    Ok(())
+}
+
+impl Scheduler for EulerDiscrete {
+    fn timesteps(&self) -> &[f64] {
+        &self.timesteps
+    }
+
+    fn init_noise_sigma(&self) -> f64 {
+        self.init_noise_sigma
+    }
+
+    fn scale_model_input(&self, sample: &Tensor, step: usize) -> Tensor {
+        scale_input(sample, self.schedule.sigmas[step])
+    }
+
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        step: usize,
+        sample: &Tensor,
+        _noise: &mut dyn FnMut(&[i64]) -> Tensor,
+    ) -> Tensor {
+        let sample = sample.to_kind(Kind::Float);
+        let sigma = self.schedule.sigmas[step];
+        let pred_original = predict_original(self.prediction_type, model_output, &sample, sigma);
+        let derivative = (&sample - pred_original) / f64::from(sigma);
+        let dt = self.schedule.sigmas[step + 1] - sigma;
+        let prev = &sample + derivative * f64::from(dt);
+        prev.to_kind(model_output.kind())
+    }
+}
