@@ -24,7 +24,10 @@ fn request() -> TextToImage {
 
 fn render(dir: &Path, kind: Kind) -> Tensor {
     let model = StableDiffusion::load(dir, Device::Cpu, kind).unwrap_or_else(|e| panic!("{e}"));
-    model.generate(&request(), &mut |_| {}, &AtomicBool::new(false)).unwrap().float_images
+    model
+        .generate(&request(), &mut |_| {}, &AtomicBool::new(false))
+        .unwrap()
+        .float_images
 }
 
 fn load_error(dir: &Path) -> String {
@@ -39,9 +42,17 @@ fn fp16_variant_files_load_and_render_the_same_image() {
     let tmp = scratch();
     let dir = tmp.path().join("variant");
     copy_dir(&tiny_sd1(), &dir);
-    for (component, stem) in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")] {
+    for (component, stem) in [
+        ("unet", "diffusion_pytorch_model"),
+        ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+    ] {
         let from = dir.join(component).join(format!("{stem}.safetensors"));
-        std::fs::rename(&from, dir.join(component).join(format!("{stem}.fp16.safetensors"))).unwrap();
+        std::fs::rename(
+            &from,
+            dir.join(component).join(format!("{stem}.fp16.safetensors")),
+        )
+        .unwrap();
     }
     let expected = render(&tiny_sd1(), Kind::Float);
     assert!(expected.equal(&render(&dir, Kind::Float)));
@@ -80,7 +91,10 @@ fn pickle_weights_are_refused_with_the_reason() {
     std::fs::remove_file(unet.join("diffusion_pytorch_model.safetensors")).unwrap();
     std::fs::write(unet.join("diffusion_pytorch_model.bin"), b"not loaded").unwrap();
     let err = load_error(&dir);
-    assert!(err.contains("pickle") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("pickle") && err.contains("safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -90,7 +104,10 @@ fn every_mismatch_of_every_component_is_reported_at_once() {
     copy_dir(&tiny_sd1(), &dir);
     edit_safetensors(&dir.join("unet/diffusion_pytorch_model.safetensors"), |t| {
         t.retain(|(name, _)| name != "conv_in.bias");
-        t.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+        t.push((
+            "extra.weight".into(),
+            Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+        ));
     });
     edit_safetensors(&dir.join("vae/diffusion_pytorch_model.safetensors"), |t| {
         for (name, tensor) in t.iter_mut() {
@@ -100,7 +117,11 @@ fn every_mismatch_of_every_component_is_reported_at_once() {
         }
     });
     let err = load_error(&dir);
-    for needle in ["missing tensor conv_in.bias", "unexpected tensor extra.weight", "decoder.conv_out.weight has shape"] {
+    for needle in [
+        "missing tensor conv_in.bias",
+        "unexpected tensor extra.weight",
+        "decoder.conv_out.weight has shape",
+    ] {
         assert!(err.contains(needle), "{needle:?} not in:\n{err}");
     }
 }
@@ -119,8 +140,14 @@ fn a_half_precision_vae_that_overflows_decodes_again_in_fp32() {
         }
     });
     let half = render(&dir, Kind::Half);
-    assert!(bool::try_from(half.isfinite().all()).unwrap(), "the fallback decode is finite");
+    assert!(
+        bool::try_from(half.isfinite().all()).unwrap(),
+        "the fallback decode is finite"
+    );
     let full = render(&dir, Kind::Float);
     let diff = (&half - &full).abs().mean(Kind::Double).double_value(&[]);
-    assert!(diff < 0.05, "fp16 render with fp32 decode is close to the fp32 render: {diff}");
+    assert!(
+        diff < 0.05,
+        "fp16 render with fp32 decode is close to the fp32 render: {diff}"
+    );
 }

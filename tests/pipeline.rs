@@ -39,14 +39,23 @@ fn request(case: &Case) -> TextToImage {
 fn images_match_diffusers() {
     let text = std::fs::read_to_string(reference_path("pipeline.json")).unwrap();
     let cases: std::collections::BTreeMap<String, Case> = serde_json::from_str(&text).unwrap();
-    assert!(cases.len() >= 24, "the reference should hold every sampler, seed, size and guidance case");
+    assert!(
+        cases.len() >= 24,
+        "the reference should hold every sampler, seed, size and guidance case"
+    );
     let reference = Reference::open("pipeline.safetensors");
     let model = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::Float).unwrap();
     let never = AtomicBool::new(false);
     for (name, case) in &cases {
         let mut steps_seen = Vec::new();
-        let out = model.generate(&request(case), &mut |p| steps_seen.push(p.step), &never).unwrap();
-        assert_eq!(steps_seen, (1..=case.steps).collect::<Vec<_>>(), "{name}: one callback per step");
+        let out = model
+            .generate(&request(case), &mut |p| steps_seen.push(p.step), &never)
+            .unwrap();
+        assert_eq!(
+            steps_seen,
+            (1..=case.steps).collect::<Vec<_>>(),
+            "{name}: one callback per step"
+        );
         assert_eq!(out.images.len() as i64, case.batch, "{name}");
         assert_close(name, &out.float_images, &reference.get(name), 1e-3);
     }
@@ -70,11 +79,19 @@ fn progress_carries_previews_and_cancel_stops_within_a_step() {
     let mut previews = Vec::new();
     let never = AtomicBool::new(false);
     model
-        .generate(&req, &mut |p| previews.push((p.step, p.preview.as_ref().map(|i| (i.width, i.height)))), &never)
+        .generate(
+            &req,
+            &mut |p| previews.push((p.step, p.preview.as_ref().map(|i| (i.width, i.height)))),
+            &never,
+        )
         .unwrap();
     let with_preview: Vec<_> = previews.iter().filter(|(_, p)| p.is_some()).collect();
     assert_eq!(with_preview.len(), 3);
-    assert_eq!(with_preview[0].1, Some((32, 24)), "previews are at latent resolution");
+    assert_eq!(
+        with_preview[0].1,
+        Some((32, 24)),
+        "previews are at latent resolution"
+    );
 
     // Cancel after the second step: no third step runs.
     req.preview_every = 0;
@@ -100,7 +117,10 @@ fn sizes_that_do_not_fit_are_refused_with_a_suggestion() {
     assert_eq!(model.latent_scale_factor(), 2);
     assert_eq!((model.defaults().width, model.defaults().height), (64, 64));
     let err = model.check_size(70, 64).unwrap_err().to_string();
-    assert!(err.contains("multiple of 8") && err.contains("72x64"), "{err}");
+    assert!(
+        err.contains("multiple of 8") && err.contains("72x64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,10 +141,16 @@ fn same_seed_same_image_bf16_close_to_fp32() {
     let fp32 = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::Float).unwrap();
     let a = fp32.generate(&req, &mut |_| {}, &never).unwrap();
     let b = fp32.generate(&req, &mut |_| {}, &never).unwrap();
-    assert_eq!(a.images[0].rgb, b.images[0].rgb, "a seed reproduces its image exactly");
+    assert_eq!(
+        a.images[0].rgb, b.images[0].rgb,
+        "a seed reproduces its image exactly"
+    );
     let bf16 = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::BFloat16).unwrap();
     let c = bf16.generate(&req, &mut |_| {}, &never).unwrap();
-    let diff = (&a.float_images - &c.float_images).abs().mean(Kind::Double).double_value(&[]);
+    let diff = (&a.float_images - &c.float_images)
+        .abs()
+        .mean(Kind::Double)
+        .double_value(&[]);
     // bf16 keeps 8 bits of mantissa: the mean pixel moves by well under 5%.
     assert!(diff < 0.05, "bf16 mean abs diff {diff}");
 }

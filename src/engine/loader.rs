@@ -7,8 +7,14 @@ use tch::{Device, Kind};
 
 /// Reads a JSON config file into `T`, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io { path: path.into(), source })?;
-    serde_json::from_str(&text).map_err(|e| EngineError::Config { path: path.into(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| EngineError::Config {
+        path: path.into(),
+        message: e.to_string(),
+    })
 }
 
 /// The pipelines whose folders easel can load (model_index.json's `_class_name`).
@@ -37,7 +43,11 @@ impl ModelFolder {
             )));
         }
         let index: serde_json::Value = read_json(&index_path)?;
-        let class = index.get("_class_name").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let class = index
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         if !SUPPORTED_PIPELINES.contains(&class.as_str()) {
             return Err(EngineError::Invalid(format!(
                 "{} is a {class:?} model; this version of easel renders {} models",
@@ -56,13 +66,22 @@ impl ModelFolder {
                 missing.join(", ")
             )));
         }
-        Ok(Self { root: root.to_path_buf(), pipeline_class: class })
+        Ok(Self {
+            root: root.to_path_buf(),
+            pipeline_class: class,
+        })
     }
 
     /// A short name for metadata: the folder's name.
     pub fn name(&self) -> String {
-        let canonical = self.root.canonicalize().unwrap_or_else(|_| self.root.clone());
-        canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+        let canonical = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
+        canonical
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into())
     }
 
     pub fn component(&self, name: &str) -> PathBuf {
@@ -74,7 +93,13 @@ impl ModelFolder {
     }
 
     /// Opens a component's weights, preferring the fp16 variant files when computing in half precision.
-    pub fn weights(&self, component: &str, stem: &str, device: Device, kind: Kind) -> Result<Weights> {
+    pub fn weights(
+        &self,
+        component: &str,
+        stem: &str,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Weights> {
         let variant = matches!(kind, Kind::Half | Kind::BFloat16).then_some("fp16");
         let files = component_files(&self.component(component), stem, variant)?;
         Weights::open(&files, device, kind)
@@ -82,7 +107,10 @@ impl ModelFolder {
 }
 
 /// Reads a JSON config and checks it with `validate`; validation messages name the file.
-pub fn read_config<T: DeserializeOwned>(path: &Path, validate: impl FnOnce(&T) -> Result<()>) -> Result<T> {
+pub fn read_config<T: DeserializeOwned>(
+    path: &Path,
+    validate: impl FnOnce(&T) -> Result<()>,
+) -> Result<T> {
     let config: T = read_json(path)?;
     validate(&config).map_err(|e| match e {
         EngineError::Invalid(m) => EngineError::Invalid(format!("{}: {m}", path.display())),

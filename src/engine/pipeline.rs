@@ -9,6 +9,7 @@ use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
 use super::preview::latent_preview;
+use super::random::SeededNoise;
 use super::schedulers::{self, SamplerKind, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
 use std::path::Path;
@@ -119,11 +120,16 @@ impl StableDiffusion {
         let vae = AutoencoderKl::new(&weights.root(), &vae_config)?;
         mismatches.extend(weights.finish().err());
         if !mismatches.is_empty() {
-            let report = mismatches.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+            let report = mismatches
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
             return Err(EngineError::Invalid(report));
         }
 
-        let scheduler_config = SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
+        let scheduler_config =
+            SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
         Ok(Self {
             folder,
             device,
@@ -167,7 +173,10 @@ impl StableDiffusion {
             Some(PerBlock::Each(v)) if v.len() == 2 => (v[0], v[1]),
             _ => (64, 64),
         };
-        ModelDefaults { width: w * factor, height: h * factor }
+        ModelDefaults {
+            width: w * factor,
+            height: h * factor,
+        }
     }
 
     /// Sizes must be multiples of 8 (as diffusers requires) and of the latent scale factor.
@@ -194,7 +203,9 @@ impl StableDiffusion {
         let _guard = tch::no_grad_guard();
         self.check_size(request.width, request.height)?;
         if request.batch_size < 1 {
-            return Err(EngineError::Invalid("the batch size must be at least 1".into()));
+            return Err(EngineError::Invalid(
+                "the batch size must be at least 1".into(),
+            ));
         }
         let guided = request.guidance_scale > 1.0;
         let batch = request.batch_size;
@@ -211,24 +222,32 @@ impl StableDiffusion {
         let encode_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let mut scheduler = schedulers::build(request.sampler, &self.scheduler_config, request.steps)?;
+        let mut scheduler =
+            schedulers::build(request.sampler, &self.scheduler_config, request.steps)?;
         let factor = self.latent_scale_factor();
-        let shape = [batch, self.unet_config.in_channels, request.height / factor, request.width / factor];
-        // One generator for the whole render, seeded and drawn on the CPU in the compute kind
-        // exactly as diffusers' randn_tensor does, so seeds give diffusers' images.
-        tch::manual_seed(request.seed as i64);
-        let (device, kind) = (self.device, self.kind);
-        let mut noise = move |shape: &[i64]| Tensor::randn(shape, (kind, Device::Cpu)).to_device(device);
+        let shape = [
+            batch,
+            self.unet_config.in_channels,
+            request.height / factor,
+            request.width / factor,
+        ];
+        let draws = SeededNoise::new(request.seed, self.kind, self.device);
+        let mut noise = |shape: &[i64]| draws.randn(shape);
         let mut latents = noise(&shape) * scheduler.init_noise_sigma();
         let timesteps = scheduler.timesteps().to_vec();
         for (i, &t) in timesteps.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
             }
-            let input = if guided { Tensor::cat(&[&latents, &latents], 0) } else { latents.shallow_clone() };
+            let input = if guided {
+                Tensor::cat(&[&latents, &latents], 0)
+            } else {
+                latents.shallow_clone()
+            };
             let input = scheduler.scale_model_input(&input, i);
             if i == 0 {
-                self.unet.check_inputs(&input, &context, &UNetConditioning::default())?;
+                self.unet
+                    .check_inputs(&input, &context, &UNetConditioning::default())?;
             }
             let prediction = self.unet.forward(&input, t, &context);
             let prediction = if guided {
@@ -240,7 +259,12 @@ impl StableDiffusion {
             latents = scheduler.step(&prediction, i, &latents, &mut noise);
             let preview = (request.preview_every > 0 && ((i + 1) % request.preview_every == 0))
                 .then(|| latent_preview(&latents));
-            on_step(&Progress { step: i + 1, steps: timesteps.len(), timestep: t, preview });
+            on_step(&Progress {
+                step: i + 1,
+                steps: timesteps.len(),
+                timestep: t,
+                preview,
+            });
         }
         self.synchronize();
         let denoise_s = started.elapsed().as_secs_f64();
@@ -249,7 +273,15 @@ impl StableDiffusion {
         let float_images = self.decode(&latents)?;
         let images = to_rgb8(&float_images);
         let decode_s = started.elapsed().as_secs_f64();
-        Ok(Output { images, float_images, timings: Timings { encode_s, denoise_s, decode_s } })
+        Ok(Output {
+            images,
+            float_images,
+            timings: Timings {
+                encode_s,
+                denoise_s,
+                decode_s,
+            },
+        })
     }
 
     /// The text encoder's last hidden state for one prompt, repeated for the batch.
@@ -275,7 +307,10 @@ impl StableDiffusion {
             };
             image = vae.decode(&scaled.to_kind(Kind::Float))?;
         }
-        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5).clamp(0.0, 1.0).permute([0, 2, 3, 1]).to_device(Device::Cpu))
+        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5)
+            .clamp(0.0, 1.0)
+            .permute([0, 2, 3, 1])
+            .to_device(Device::Cpu))
     }
 
     fn synchronize(&self) {
@@ -285,7 +320,12 @@ impl StableDiffusion {
     }
 }
 
-fn load_vae(folder: &ModelFolder, config: &VaeConfig, device: Device, kind: Kind) -> Result<AutoencoderKl> {
+fn load_vae(
+    folder: &ModelFolder,
+    config: &VaeConfig,
+    device: Device,
+    kind: Kind,
+) -> Result<AutoencoderKl> {
     let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
     let vae = AutoencoderKl::new(&weights.root(), config)?;
     weights.finish()?;
@@ -302,7 +342,11 @@ fn to_rgb8(images: &Tensor) -> Vec<Image> {
             let len = (h * w * 3) as usize;
             let mut rgb = vec![0u8; len];
             one.copy_data(&mut rgb, len);
-            Image { width: w as u32, height: h as u32, rgb }
+            Image {
+                width: w as u32,
+                height: h as u32,
+                rgb,
+            }
         })
         .collect()
 }

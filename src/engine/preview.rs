@@ -4,8 +4,12 @@ use tch::{Device, Kind, Tensor};
 
 /// Least-squares latent -> RGB factors for SD 1.x/2.x latents, as AUTOMATIC1111's
 /// "approx cheap" preview uses; good enough to watch an image form.
-const SD_LATENT_RGB: [[f32; 3]; 4] =
-    [[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]];
+const SD_LATENT_RGB: [[f32; 3]; 4] = [
+    [0.298, 0.207, 0.208],
+    [0.187, 0.286, 0.173],
+    [-0.158, 0.189, 0.264],
+    [-0.184, -0.271, -0.473],
+];
 
 /// The first image of a latent batch [N, C, H, W] as RGB at latent resolution.
 pub fn latent_preview(latents: &Tensor) -> Image {
@@ -19,13 +23,24 @@ pub fn latent_preview(latents: &Tensor) -> Image {
     } else {
         first.narrow(0, 0, c.min(3)).permute([1, 2, 0]) * 0.5
     };
-    let rgb = ((rgb + 1.0) * 127.5).clamp(0.0, 255.0).round().to_kind(Kind::Uint8).contiguous();
+    let rgb = ((rgb + 1.0) * 127.5)
+        .clamp(0.0, 255.0)
+        .round()
+        .to_kind(Kind::Uint8)
+        .contiguous();
     let channels = rgb.size()[2];
     let len = (h * w * channels) as usize;
     let mut bytes = vec![0u8; len];
     rgb.copy_data(&mut bytes, len);
     if channels < 3 {
-        bytes = bytes.chunks(channels as usize).flat_map(|p| [p[0], p[0], p[0]]).collect();
+        bytes = bytes
+            .chunks(channels as usize)
+            .flat_map(|p| [p[0], p[0], p[0]])
+            .collect();
     }
-    Image { width: w as u32, height: h as u32, rgb: bytes }
+    Image {
+        width: w as u32,
+        height: h as u32,
+        rgb: bytes,
+    }
 }

@@ -66,7 +66,10 @@ pub fn assert_close(what: &str, actual: &Tensor, expected: &Tensor, tol: f64) {
 
 /// A fresh temporary folder, removed when dropped.
 pub fn scratch() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("easel-test-").tempdir().expect("a temporary folder")
+    tempfile::Builder::new()
+        .prefix("easel-test-")
+        .tempdir()
+        .expect("a temporary folder")
 }
 
 /// Copies a folder tree (fixtures into scratch folders).
