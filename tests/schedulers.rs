@@ -3,6 +3,7 @@
 mod common;
 
 use common::{fixtures, max_abs_diff, Reference};
+use easel::engine::random::SeededNoise;
 use easel::engine::schedulers::{
     build, EulerAncestralDiscrete, EulerDiscrete, SamplerKind, Scheduler, SchedulerConfig,
 };
@@ -131,9 +132,8 @@ fn sampling_runs_match_diffusers() {
             "{}: step count",
             case.name
         );
-        if let Some(seed) = case.noise_seed {
-            tch::manual_seed(seed);
-        }
+        // Every case seeds its own draws (non-ancestral samplers must never draw).
+        let seeded = SeededNoise::new(case.noise_seed.unwrap_or(0) as u64, Kind::Float, Device::Cpu);
         let mut draws: Vec<Vec<i64>> = Vec::new();
         let mut latents = get("initial") * scheduler.init_noise_sigma();
         for i in 0..n {
@@ -149,7 +149,7 @@ fn sampling_runs_match_diffusers() {
             let drawn_before = draws.len();
             let mut noise = |shape: &[i64]| {
                 draws.push(shape.to_vec());
-                Tensor::randn(shape, (Kind::Float, Device::Cpu))
+                seeded.randn(shape)
             };
             latents = scheduler.step(&model_output, i, &latents, &mut noise);
             let expected_draws = usize::from(case.kind() == SamplerKind::EulerAncestral);
