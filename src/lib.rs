@@ -1,4 +1,7 @@
 //! easel: a terminal image-generation studio. The library holds everything; the binary is thin.
 #![warn(clippy::all)]
 
+pub mod cli;
 pub mod engine;
+pub mod output;
+pub mod recipe;

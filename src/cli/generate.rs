@@ -1,0 +1,410 @@
+//! `easel generate`: a prompt in, PNGs with their recipe out.
+use super::interrupt::{self, CANCELLED_EXIT};
+use super::progress::Reporter;
+use super::report::{ImageReport, TimingReport};
+use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
+use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
+use crate::engine::schedulers::SamplerKind;
+use crate::engine::EngineError;
+use crate::output::naming::{self, OutputTarget};
+use crate::output::save_png;
+use crate::recipe::{self, Recipe, RecipeError, SCHEMA_VERSION};
+use anyhow::{bail, Context, Result};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const EXAMPLES: &str = "\
+Examples:
+  easel generate \"a red fox in the snow\" --model models/sd15
+  easel generate \"a red fox\" -m models/sd15 --seed 7 --steps 30 --out fox.png
+  easel generate \"a lighthouse at dusk\" -m models/sd15 --batch 4 --out shots/
+  echo \"a long prompt from a file\" | easel generate - -m models/sd15 --json
+
+Files: an --out ending in .png is that file (replaced if it exists; a batch writes name-1.png,
+name-2.png, ...). Anything else is a folder (created if needed; default ./outputs/) where names
+are YYYYmmdd-HHMMSS-SEED-INDEX.png, sortable by time, and an existing file is never replaced.
+Files appear whole: they are written to a temporary name and renamed.
+
+Seeds: a batch draws all its images from one generator seeded with --seed, as diffusers does;
+image i of a batch is reproduced by the same seed with the same --batch. Without --seed a
+random one is chosen, printed, and recorded in every PNG.
+
+Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
+as JSON under the keyword `easel`.
+
+Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_long_help = EXAMPLES)]
+pub struct GenerateArgs {
+    /// What to draw; `-` reads the prompt from standard input.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<String>,
+
+    /// The model: a diffusers folder (with model_index.json).
+    #[arg(short, long, value_name = "DIR")]
+    pub model: PathBuf,
+
+    /// What to steer away from (the negative prompt).
+    #[arg(
+        short,
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub negative: String,
+
+    /// Denoising steps, 1 to 1000 [default: 20].
+    #[arg(short, long, value_name = "N")]
+    pub steps: Option<usize>,
+
+    /// Guidance scale: how strongly the image follows the prompt; 1 or less turns guidance off
+    /// [default: 7.5].
+    #[arg(short, long, value_name = "F")]
+    pub cfg: Option<f64>,
+
+    /// Seed of the noise; the same seed and settings give the same image [default: random].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Image width in pixels [default: the model's].
+    #[arg(short = 'W', long, value_name = "W")]
+    pub width: Option<u32>,
+
+    /// Image height in pixels [default: the model's].
+    #[arg(short = 'H', long, value_name = "H")]
+    pub height: Option<u32>,
+
+    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too).
+    #[arg(long, value_name = "NAME", default_value = "euler_a")]
+    pub sampler: SamplerKind,
+
+    /// Images rendered together from one seed, 1 to 64.
+    #[arg(short, long, value_name = "N", default_value_t = 1)]
+    pub batch: u32,
+
+    /// A .png file, or a folder for uniquely named files [default: outputs/].
+    #[arg(short, long, value_name = "FILE_OR_DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Where to run: auto (CUDA when available), cpu, cuda, cuda:N.
+    #[arg(long, value_name = "D", default_value = "auto")]
+    pub device: DeviceChoice,
+
+    /// Number format: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.
+    #[arg(long, value_name = "T", default_value = "auto")]
+    pub dtype: DtypeChoice,
+
+    /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The prompt argument, reading standard input for `-`.
+pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String> {
+    match arg {
+        None => bail!(
+            "no prompt: give one as the first argument, `-` to read it from standard input, \
+             or \"\" for none"
+        ),
+        Some("-") => {
+            let mut text = String::new();
+            stdin
+                .read_to_string(&mut text)
+                .context("cannot read the prompt from standard input")?;
+            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+        }
+        Some(p) => Ok(p.to_string()),
+    }
+}
+
+/// Checks what can be checked before the model loads, so mistakes cost no loading time.
+pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
+    recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
+    recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
+    recipe::check_batch(args.batch)?;
+    if let Some(w) = args.width {
+        recipe::check_side("width", w)?;
+    }
+    if let Some(h) = args.height {
+        recipe::check_side("height", h)?;
+    }
+    Ok(())
+}
+
+/// A clear error for a model path that cannot be a diffusers folder.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        bail!(
+            "model folder {} does not exist: pass --model with a diffusers folder (one holding model_index.json)",
+            dir.display()
+        );
+    }
+    if !dir.join("model_index.json").is_file() {
+        bail!(
+            "{} is not a diffusers model folder (it has no model_index.json)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The name A1111's `Model:` field shows: the model folder's own name.
+pub fn model_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// A random seed in 0..2^32, short enough to type and accepted by other SD tools.
+pub fn random_seed() -> Result<u64> {
+    let v = getrandom::u32().map_err(|e| anyhow::anyhow!("cannot draw a random seed: {e}"))?;
+    Ok(u64::from(v))
+}
+
+/// The full recipe once the model's defaults are known.
+pub fn build_recipe(
+    args: &GenerateArgs,
+    prompt: String,
+    seed: u64,
+    defaults: &ModelDefaults,
+    device: &str,
+    dtype: &str,
+) -> std::result::Result<Recipe, RecipeError> {
+    let side = |given: Option<u32>, default: i64| {
+        given.unwrap_or_else(|| u32::try_from(default).unwrap_or(0))
+    };
+    let recipe = Recipe {
+        schema_version: SCHEMA_VERSION,
+        model: args.model.display().to_string(),
+        prompt,
+        negative_prompt: args.negative.clone(),
+        sampler: args.sampler,
+        steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
+        cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
+        seed,
+        width: side(args.width, defaults.width),
+        height: side(args.height, defaults.height),
+        batch_size: args.batch,
+        index: 0,
+        device: device.to_string(),
+        dtype: dtype.to_string(),
+    };
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+fn cancelled() -> ExitCode {
+    eprintln!("cancelled: no image written");
+    ExitCode::from(CANCELLED_EXIT)
+}
+
+pub fn run(args: GenerateArgs) -> Result<ExitCode> {
+    check_args(&args)?;
+    let prompt = {
+        if args.prompt.as_deref() == Some("-") && std::io::stdin().is_terminal() {
+            eprintln!("reading the prompt from standard input (end it with Ctrl-D)");
+        }
+        resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
+    };
+    check_model_dir(&args.model)?;
+    let target = OutputTarget::from_arg(args.out.as_deref())?;
+    let seed = match args.seed {
+        Some(s) => s,
+        None => random_seed()?,
+    };
+    let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
+
+    let start = Instant::now();
+    let device = args.device.resolve()?;
+    let kind = args.dtype.resolve(device);
+    eprintln!(
+        "loading {} on {} ({})",
+        args.model.display(),
+        device_name(device),
+        kind_name(kind)
+    );
+    let sd = StableDiffusion::load(&args.model, device, kind)
+        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let load_s = start.elapsed().as_secs_f64();
+    let recipe = build_recipe(
+        &args,
+        prompt,
+        seed,
+        &sd.defaults(),
+        &device_name(sd.device()),
+        kind_name(sd.kind()),
+    )?;
+    if !args.json {
+        eprintln!(
+            "seed {}, {}x{}, {} steps, {}",
+            recipe.seed, recipe.width, recipe.height, recipe.steps, recipe.sampler
+        );
+    }
+    if cancel.load(Ordering::SeqCst) {
+        return Ok(cancelled());
+    }
+
+    let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
+    let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+    reporter.finish();
+    let output = match result {
+        Err(EngineError::Cancelled) => return Ok(cancelled()),
+        other => other.context("the render failed")?,
+    };
+    let total_s = start.elapsed().as_secs_f64();
+    if output.images.len() != recipe.batch_size as usize {
+        bail!(
+            "the engine returned {} images for a batch of {}",
+            output.images.len(),
+            recipe.batch_size
+        );
+    }
+
+    let timings = TimingReport::new(load_s, &output.timings, recipe.steps, total_s);
+    let stamp = naming::stamp(chrono::Local::now());
+    let model_name = model_name(&args.model);
+    for (index, image) in (0u32..).zip(&output.images) {
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(cancelled());
+        }
+        let image_recipe = recipe.for_image(index);
+        let path = save_png(&target, &stamp, &image_recipe, &model_name, image)?;
+        if args.json {
+            let report = ImageReport {
+                path: path.display().to_string(),
+                seed: recipe.seed,
+                index,
+                width: image.width,
+                height: image.height,
+                timings: timings.clone(),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: GenerateArgs,
+    }
+
+    fn parse(extra: &[&str]) -> std::result::Result<GenerateArgs, clap::Error> {
+        let mut v = vec!["easel", "a fox", "--model", "m"];
+        v.extend_from_slice(extra);
+        Wrap::try_parse_from(v).map(|w| w.args)
+    }
+
+    fn check(extra: &[&str]) -> String {
+        check_args(&parse(extra).unwrap()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_and_parsing() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.prompt.as_deref(), Some("a fox"));
+        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
+        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (1, None, None, None));
+        assert_eq!((a.device, a.dtype), (DeviceChoice::Auto, DtypeChoice::Auto));
+        assert!(check_args(&a).is_ok());
+        let a = parse(&[
+            "--sampler",
+            "Euler a",
+            "--device",
+            "cuda:1",
+            "--dtype",
+            "bf16",
+        ])
+        .unwrap();
+        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
+        assert_eq!(a.device, DeviceChoice::Cuda(1));
+        assert_eq!(a.dtype, DtypeChoice::Bf16);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_reasons() {
+        assert!(check(&["--steps", "0"]).contains("steps must be between 1 and 1000"));
+        assert!(check(&["--steps", "1001"]).contains("steps"));
+        assert!(check(&["--cfg", "nan"]).contains("cfg must be a finite number"));
+        assert!(check(&["--cfg", "inf"]).contains("cfg"));
+        assert!(check(&["--cfg=-2"]).contains("cfg"));
+        assert!(check(&["--batch", "0"]).contains("batch must be between 1 and 64"));
+        assert!(check(&["--batch", "65"]).contains("batch"));
+        assert!(check(&["--width", "0"]).contains("width"));
+        assert!(check(&["--height", "0"]).contains("height"));
+        for bad in [
+            &["--sampler", "dpm9"][..],
+            &["--device", "tpu"],
+            &["--dtype", "int8"],
+            &["--steps", "-1"],
+            &["--width", "x"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
+        assert!(err.contains("ddim, euler, euler_a"), "{err}");
+        assert!(Wrap::try_parse_from(["easel", "a fox"]).is_err());
+    }
+
+    #[test]
+    fn prompt_from_argument_or_stdin() {
+        let mut empty = std::io::empty();
+        assert_eq!(resolve_prompt(Some("a fox"), &mut empty).unwrap(), "a fox");
+        let mut input = "a fox\nin snow\r\n\n".as_bytes();
+        assert_eq!(
+            resolve_prompt(Some("-"), &mut input).unwrap(),
+            "a fox\nin snow"
+        );
+        let err = resolve_prompt(None, &mut empty).unwrap_err().to_string();
+        assert!(err.contains("no prompt"), "{err}");
+    }
+
+    #[test]
+    fn recipe_takes_model_defaults_unless_given() {
+        let defaults = ModelDefaults {
+            width: 768,
+            height: 512,
+        };
+        let a = parse(&["--seed", "9", "--height", "640", "-n", "blur"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
+        assert_eq!((r.width, r.height), (768, 640));
+        assert_eq!((r.steps, r.cfg, r.seed), (20, 7.5, 9));
+        assert_eq!((r.batch_size, r.index), (1, 0));
+        assert_eq!(r.negative_prompt, "blur");
+        assert_eq!(r.model, "m");
+        assert_eq!(r.schema_version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn model_folder_checks_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("my-model");
+        let err = check_model_dir(&model).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        std::fs::create_dir(&model).unwrap();
+        let err = check_model_dir(&model).unwrap_err().to_string();
+        assert!(err.contains("model_index.json"), "{err}");
+        std::fs::write(model.join("model_index.json"), "{}").unwrap();
+        assert!(check_model_dir(&model).is_ok());
+        assert_eq!(model_name(&model), "my-model");
+        assert_eq!(model_name(&model.join(".")), "my-model");
+        assert!(random_seed().unwrap() <= u64::from(u32::MAX));
+    }
+}

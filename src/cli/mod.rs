@@ -1,0 +1,105 @@
+//! The command line: clap definitions and dispatch. Errors leave as anyhow at this edge.
+pub mod generate;
+pub mod interrupt;
+pub mod progress;
+pub mod report;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "easel",
+    version,
+    about = "A terminal image-generation studio: Stable Diffusion on libtorch",
+    after_help = "Start with `easel generate --help`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render images from a prompt and write them as PNGs that carry their recipe.
+    Generate(generate::GenerateArgs),
+}
+
+/// Runs easel with the process's arguments.
+pub fn run() -> anyhow::Result<ExitCode> {
+    run_from(std::env::args_os())
+}
+
+pub fn run_from<I, T>(args: I) -> anyhow::Result<ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)));
+        }
+    };
+    match cli.command {
+        Some(Command::Generate(args)) => generate::run(args),
+        None => {
+            // The TUI will live here; until then, show what there is.
+            Cli::command().print_help()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `error: ...` followed by each cause not already spelled out by the message above it.
+pub fn format_error(err: &anyhow::Error) -> String {
+    let mut out = format!("error: {err}");
+    let mut shown = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
+        shown = text;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn errors_show_their_causes_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = anyhow::Error::new(io)
+            .context("cannot read unet/config.json")
+            .context("cannot load the model in m");
+        assert_eq!(
+            format_error(&err),
+            "error: cannot load the model in m\n  caused by: cannot read unet/config.json\n  \
+             caused by: no such file"
+        );
+        let inner = crate::output::OutputError::Write {
+            path: "a.png".into(),
+            source: std::io::Error::other("disk full"),
+        };
+        let err = anyhow::Error::new(inner);
+        assert_eq!(format_error(&err), "error: cannot write a.png: disk full");
+        let err: anyhow::Result<()> = Err(anyhow::anyhow!("plain"));
+        assert_eq!(
+            format_error(&err.context("top").unwrap_err()),
+            "error: top\n  caused by: plain"
+        );
+    }
+
+    #[test]
+    fn no_subcommand_is_not_an_error() {
+        assert!(Cli::try_parse_from(["easel"]).unwrap().command.is_none());
+        Cli::command().debug_assert();
+    }
+}

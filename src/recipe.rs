@@ -1,0 +1,339 @@
+//! The Recipe: everything that decides an image. Every face (CLI, TUI, batch, PNG metadata)
+//! speaks this one type, so it is versioned and validated in one place.
+use crate::engine::pipeline::TextToImage;
+use crate::engine::schedulers::SamplerKind;
+use serde::{Deserialize, Serialize};
+
+/// The recipe format this build writes; readers refuse newer ones rather than misread them.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const DEFAULT_STEPS: usize = 20;
+pub const DEFAULT_CFG: f64 = 7.5;
+pub const DEFAULT_SAMPLER: SamplerKind = SamplerKind::EulerAncestral;
+pub const MAX_STEPS: usize = 1000;
+pub const MAX_BATCH: u32 = 64;
+/// Far beyond what any SD model renders well; stops a typo from asking for terabytes.
+pub const MAX_SIDE: u32 = 16384;
+
+/// One render, fully resolved.
+///
+/// Seeds and batches: a batch of N is one diffusers-style call with ONE generator seeded with
+/// `seed`, which draws the noise of all N images at once. Image `index` i of that batch is
+/// reproduced by the same recipe with the same `batch_size`, not by its seed alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub schema_version: u32,
+    /// The model as the user named it (for now a diffusers folder path).
+    pub model: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub negative_prompt: String,
+    pub sampler: SamplerKind,
+    pub steps: usize,
+    /// Classifier-free guidance scale; <= 1 skips the unconditional pass.
+    pub cfg: f64,
+    pub seed: u64,
+    pub width: u32,
+    pub height: u32,
+    pub batch_size: u32,
+    /// This image's position within its batch, 0-based.
+    #[serde(default)]
+    pub index: u32,
+    /// The device and number format that rendered it (`cpu`, `cuda:0`; `fp32`, `fp16`, `bf16`).
+    pub device: String,
+    pub dtype: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecipeError {
+    #[error("steps must be between 1 and {MAX_STEPS}, got {0}")]
+    Steps(usize),
+    #[error(
+        "cfg must be a finite number >= 0 (7.5 is typical; 1 or less turns guidance off), got {0}"
+    )]
+    Cfg(f64),
+    #[error(
+        "batch must be between 1 and {MAX_BATCH}, got {0}: for more images, run several batches"
+    )]
+    Batch(u32),
+    #[error("{name} must be between 1 and {MAX_SIDE} pixels, got {value}")]
+    Side { name: &'static str, value: u32 },
+    #[error("index {index} is outside a batch of {batch_size}")]
+    Index { index: u32, batch_size: u32 },
+    #[error("the model is not named: pass --model DIR")]
+    NoModel,
+    #[error(
+        "this recipe has schema version {0}, newer than this easel understands ({SCHEMA_VERSION}): update easel"
+    )]
+    NewerSchema(u32),
+    #[error("not a valid recipe: {0}")]
+    Json(String),
+}
+
+pub fn check_steps(steps: usize) -> Result<(), RecipeError> {
+    if (1..=MAX_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(RecipeError::Steps(steps))
+    }
+}
+
+pub fn check_cfg(cfg: f64) -> Result<(), RecipeError> {
+    if cfg.is_finite() && cfg >= 0.0 {
+        Ok(())
+    } else {
+        Err(RecipeError::Cfg(cfg))
+    }
+}
+
+pub fn check_batch(batch: u32) -> Result<(), RecipeError> {
+    if (1..=MAX_BATCH).contains(&batch) {
+        Ok(())
+    } else {
+        Err(RecipeError::Batch(batch))
+    }
+}
+
+pub fn check_side(name: &'static str, value: u32) -> Result<(), RecipeError> {
+    if (1..=MAX_SIDE).contains(&value) {
+        Ok(())
+    } else {
+        Err(RecipeError::Side { name, value })
+    }
+}
+
+impl Recipe {
+    /// Checks every field a user can get wrong. Whether the model can render this size is the
+    /// engine's call, as it depends on the model's configs.
+    pub fn validate(&self) -> Result<(), RecipeError> {
+        if self.schema_version > SCHEMA_VERSION {
+            return Err(RecipeError::NewerSchema(self.schema_version));
+        }
+        if self.model.trim().is_empty() {
+            return Err(RecipeError::NoModel);
+        }
+        check_steps(self.steps)?;
+        check_cfg(self.cfg)?;
+        check_batch(self.batch_size)?;
+        check_side("width", self.width)?;
+        check_side("height", self.height)?;
+        if self.index >= self.batch_size {
+            return Err(RecipeError::Index {
+                index: self.index,
+                batch_size: self.batch_size,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn to_json(&self) -> String {
+        // A struct of strings and numbers cannot fail to serialize; NaN is refused by validate.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parses and validates a recipe, refusing ones written by a newer easel.
+    pub fn from_json(text: &str) -> Result<Self, RecipeError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| RecipeError::Json(e.to_string()))?;
+        let version = value
+            .get("schema_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| RecipeError::Json("no schema_version".into()))?;
+        if version > u64::from(SCHEMA_VERSION) {
+            return Err(RecipeError::NewerSchema(
+                u32::try_from(version).unwrap_or(u32::MAX),
+            ));
+        }
+        let recipe: Recipe =
+            serde_json::from_value(value).map_err(|e| RecipeError::Json(e.to_string()))?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// The recipe of image `index` of this batch.
+    pub fn for_image(&self, index: u32) -> Recipe {
+        Recipe {
+            index,
+            ..self.clone()
+        }
+    }
+
+    /// The engine request that renders the whole batch this recipe belongs to.
+    pub fn to_request(&self) -> TextToImage {
+        TextToImage {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps,
+            guidance_scale: self.cfg,
+            seed: self.seed,
+            width: i64::from(self.width),
+            height: i64::from(self.height),
+            batch_size: i64::from(self.batch_size),
+            sampler: self.sampler,
+            preview_every: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Recipe {
+        Recipe {
+            schema_version: SCHEMA_VERSION,
+            model: "models/tiny-sd1".into(),
+            prompt: "a red fox, \"quoted\"\nsecond line, ünïcödé 狐".into(),
+            negative_prompt: "blurry".into(),
+            sampler: SamplerKind::EulerAncestral,
+            steps: 20,
+            cfg: 7.5,
+            seed: u64::MAX,
+            width: 512,
+            height: 768,
+            batch_size: 4,
+            index: 3,
+            device: "cuda:0".into(),
+            dtype: "fp16".into(),
+        }
+    }
+
+    #[test]
+    fn json_round_trip_keeps_every_field() {
+        let r = sample();
+        let json = r.to_json();
+        assert!(json.contains("\"schema_version\":1"), "{json}");
+        assert!(json.contains("\"sampler\":\"euler_a\""), "{json}");
+        assert_eq!(Recipe::from_json(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn refuses_newer_schema_and_garbage() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["schema_version"] = 2.into();
+        assert_eq!(
+            Recipe::from_json(&v.to_string()),
+            Err(RecipeError::NewerSchema(2))
+        );
+        assert!(matches!(
+            Recipe::from_json("{\"prompt\":1}"),
+            Err(RecipeError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let ok = sample();
+        assert_eq!(ok.validate(), Ok(()));
+        let cases: Vec<(Recipe, &str)> = vec![
+            (
+                Recipe {
+                    steps: 0,
+                    ..ok.clone()
+                },
+                "steps",
+            ),
+            (
+                Recipe {
+                    steps: 1001,
+                    ..ok.clone()
+                },
+                "steps",
+            ),
+            (
+                Recipe {
+                    cfg: f64::NAN,
+                    ..ok.clone()
+                },
+                "cfg",
+            ),
+            (
+                Recipe {
+                    cfg: f64::INFINITY,
+                    ..ok.clone()
+                },
+                "cfg",
+            ),
+            (
+                Recipe {
+                    cfg: -1.0,
+                    ..ok.clone()
+                },
+                "cfg",
+            ),
+            (
+                Recipe {
+                    batch_size: 0,
+                    index: 0,
+                    ..ok.clone()
+                },
+                "batch",
+            ),
+            (
+                Recipe {
+                    batch_size: 65,
+                    ..ok.clone()
+                },
+                "batch",
+            ),
+            (
+                Recipe {
+                    width: 0,
+                    ..ok.clone()
+                },
+                "width",
+            ),
+            (
+                Recipe {
+                    height: 0,
+                    ..ok.clone()
+                },
+                "height",
+            ),
+            (
+                Recipe {
+                    index: 4,
+                    ..ok.clone()
+                },
+                "index",
+            ),
+            (
+                Recipe {
+                    model: " ".into(),
+                    ..ok.clone()
+                },
+                "--model",
+            ),
+        ];
+        for (r, word) in cases {
+            let msg = r.validate().unwrap_err().to_string();
+            assert!(msg.contains(word), "{msg:?} should mention {word}");
+        }
+        assert_eq!(
+            Recipe {
+                cfg: 0.0,
+                steps: 1000,
+                batch_size: 64,
+                index: 63,
+                ..ok
+            }
+            .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn request_carries_the_recipe() {
+        let r = sample();
+        let q = r.to_request();
+        assert_eq!(q.prompt, r.prompt);
+        assert_eq!(q.negative_prompt, "blurry");
+        assert_eq!((q.width, q.height, q.batch_size), (512, 768, 4));
+        assert_eq!(
+            (q.steps, q.seed, q.sampler),
+            (20, u64::MAX, SamplerKind::EulerAncestral)
+        );
+        assert_eq!(q.guidance_scale, 7.5);
+        assert_eq!(r.for_image(1).index, 1);
+    }
+}
