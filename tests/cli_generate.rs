@@ -179,7 +179,6 @@ fn decoded_size(path: &Path) -> (u32, u32) {
     (info.width, info.height)
 }
 
-// Needs the pipeline (src/engine/pipeline.rs) to render.
 #[test]
 fn renders_tiny_model_with_json_report() {
     let root = tempfile::tempdir().unwrap();
@@ -251,7 +250,6 @@ fn renders_tiny_model_with_json_report() {
     assert!(temp_files(root.path()).is_empty());
 }
 
-// Needs the pipeline (src/engine/pipeline.rs) to render.
 #[test]
 fn folder_output_never_overwrites_and_batches_name_files() {
     let root = tempfile::tempdir().unwrap();
@@ -311,7 +309,6 @@ fn folder_output_never_overwrites_and_batches_name_files() {
     assert!(temp_files(root.path()).is_empty());
 }
 
-// Needs the pipeline (src/engine/pipeline.rs) to render.
 #[test]
 fn ctrl_c_stops_the_render_and_writes_nothing() {
     let root = tempfile::tempdir().unwrap();
@@ -359,4 +356,66 @@ fn ctrl_c_stops_the_render_and_writes_nothing() {
         "{:?}",
         listing(root.path())
     );
+}
+
+fn decoded_rgb(path: &Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).unwrap();
+    let mut reader = png::Decoder::new(BufReader::new(file)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+/// The example, word for word: the PNG holds the image diffusers makes from the same
+/// inputs (its float image rounded to 8 bits; float noise may move a pixel across a rounding edge).
+#[test]
+fn the_red_fox_example_is_the_diffusers_image() {
+    let root = tempfile::tempdir().unwrap();
+    let fox = root.path().join("fox.png");
+    let result = easel()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "generate",
+            "a red fox",
+            "--model",
+            "tests/fixtures/tiny-sd1",
+            "--seed",
+            "7",
+            "--steps",
+            "4",
+        ])
+        .args(["--sampler", "euler_a", "--device", "cpu", "--out"])
+        .arg(&fox)
+        .output()
+        .unwrap();
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let pixels = decoded_rgb(&fox);
+    let expected = reference_u8("cli-fox");
+    assert_eq!(pixels.len(), expected.len());
+    let worst = pixels
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "pixels differ from diffusers by up to {worst}");
+}
+
+/// A reference image from tests/fixtures/reference/pipeline.safetensors, as 8-bit RGB.
+fn reference_u8(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference/pipeline.safetensors");
+    let tensors = tch::Tensor::read_safetensors(&path).unwrap();
+    let (_, image) = tensors
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .expect("reference case");
+    let bytes = (image * 255.0)
+        .round()
+        .to_kind(tch::Kind::Uint8)
+        .contiguous()
+        .view([-1]);
+    Vec::<u8>::try_from(&bytes).unwrap()
 }

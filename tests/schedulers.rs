@@ -133,7 +133,11 @@ fn sampling_runs_match_diffusers() {
             case.name
         );
         // Every case seeds its own draws (non-ancestral samplers must never draw).
-        let seeded = SeededNoise::new(case.noise_seed.unwrap_or(0) as u64, Kind::Float, Device::Cpu);
+        let seeded = SeededNoise::new(
+            case.noise_seed.unwrap_or(0) as u64,
+            Kind::Float,
+            Device::Cpu,
+        );
         let mut draws: Vec<Vec<i64>> = Vec::new();
         let mut latents = get("initial") * scheduler.init_noise_sigma();
         for i in 0..n {
