@@ -4,4 +4,6 @@
 pub mod cli;
 pub mod engine;
 pub mod output;
+pub mod paths;
 pub mod recipe;
+pub mod store;

@@ -337,3 +337,79 @@ mod tests {
         assert_eq!(r.for_image(1).index, 1);
     }
 }
+
+/// A partial recipe: what a preset, a PNG's recipe, or command-line flags set. Layers apply in
+/// order (model defaults, then `--from` image, then presets, then flags), later ones winning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipePatch {
+    pub model: Option<String>,
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
+    pub sampler: Option<SamplerKind>,
+    pub steps: Option<usize>,
+    pub cfg: Option<f64>,
+    pub seed: Option<u64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub batch_size: Option<u32>,
+}
+
+impl RecipePatch {
+    /// Every field of a full recipe, as a patch (for `--from IMAGE.png`).
+    pub fn from_recipe(r: &Recipe) -> Self {
+        Self {
+            model: Some(r.model.clone()),
+            prompt: Some(r.prompt.clone()),
+            negative_prompt: Some(r.negative_prompt.clone()),
+            sampler: Some(r.sampler),
+            steps: Some(r.steps),
+            cfg: Some(r.cfg),
+            seed: Some(r.seed),
+            width: Some(r.width),
+            height: Some(r.height),
+            batch_size: Some(r.batch_size),
+        }
+    }
+
+    /// `other`'s fields win where it sets them.
+    pub fn layer(&mut self, other: &RecipePatch) {
+        fn take<T: Clone>(mine: &mut Option<T>, theirs: &Option<T>) {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        }
+        take(&mut self.model, &other.model);
+        take(&mut self.prompt, &other.prompt);
+        take(&mut self.negative_prompt, &other.negative_prompt);
+        take(&mut self.sampler, &other.sampler);
+        take(&mut self.steps, &other.steps);
+        take(&mut self.cfg, &other.cfg);
+        take(&mut self.seed, &other.seed);
+        take(&mut self.width, &other.width);
+        take(&mut self.height, &other.height);
+        take(&mut self.batch_size, &other.batch_size);
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+
+    #[test]
+    fn later_layers_win_only_where_set() {
+        let mut base = RecipePatch {
+            steps: Some(20),
+            cfg: Some(7.0),
+            ..Default::default()
+        };
+        base.layer(&RecipePatch {
+            cfg: Some(4.0),
+            seed: Some(9),
+            ..Default::default()
+        });
+        assert_eq!(base.steps, Some(20));
+        assert_eq!(base.cfg, Some(4.0));
+        assert_eq!(base.seed, Some(9));
+    }
+}
