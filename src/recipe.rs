@@ -1,7 +1,8 @@
 //! The Recipe: everything that decides an image. Every face (CLI, TUI, batch, PNG metadata)
 //! speaks this one type, so it is versioned and validated in one place.
 use crate::engine::pipeline::TextToImage;
-use crate::engine::schedulers::SamplerKind;
+use crate::engine::schedulers::config::TimestepSpacing;
+use crate::engine::schedulers::{SamplerKind, Schedule};
 use serde::{Deserialize, Serialize};
 
 /// The recipe format this build writes; readers refuse newer ones rather than misread them.
@@ -29,6 +30,12 @@ pub struct Recipe {
     #[serde(default)]
     pub negative_prompt: String,
     pub sampler: SamplerKind,
+    /// How noise levels are spaced; recipes from before schedules read as the model's default.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Overrides the model's timestep spacing (absent: the model's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestep_spacing: Option<TimestepSpacing>,
     pub steps: usize,
     /// Classifier-free guidance scale; <= 1 skips the unconditional pass.
     pub cfg: f64,
@@ -68,6 +75,9 @@ pub enum RecipeError {
     NewerSchema(u32),
     #[error("not a valid recipe: {0}")]
     Json(String),
+    /// A sampler name and a schedule that disagree ("DPM++ 2M Karras" with beta).
+    #[error("{0}")]
+    Sampler(String),
 }
 
 pub fn check_steps(steps: usize) -> Result<(), RecipeError> {
@@ -170,6 +180,8 @@ impl Recipe {
             height: i64::from(self.height),
             batch_size: i64::from(self.batch_size),
             sampler: self.sampler,
+            schedule: self.schedule,
+            timestep_spacing: self.timestep_spacing,
             preview_every: 0,
         }
     }
@@ -186,6 +198,8 @@ mod tests {
             prompt: "a red fox, \"quoted\"\nsecond line, ünïcödé 狐".into(),
             negative_prompt: "blurry".into(),
             sampler: SamplerKind::EulerAncestral,
+            schedule: Schedule::Default,
+            timestep_spacing: None,
             steps: 20,
             cfg: 7.5,
             seed: u64::MAX,
@@ -205,6 +219,28 @@ mod tests {
         assert!(json.contains("\"schema_version\":1"), "{json}");
         assert!(json.contains("\"sampler\":\"euler_a\""), "{json}");
         assert_eq!(Recipe::from_json(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn schedules_round_trip_and_old_recipes_still_load() {
+        let r = Recipe {
+            sampler: SamplerKind::DpmPP2M,
+            schedule: Schedule::Karras,
+            timestep_spacing: Some(TimestepSpacing::Trailing),
+            ..sample()
+        };
+        let json = r.to_json();
+        assert!(json.contains("\"schedule\":\"karras\""), "{json}");
+        assert!(json.contains("\"timestep_spacing\":\"trailing\""), "{json}");
+        assert_eq!(Recipe::from_json(&json).unwrap(), r);
+        // A recipe written before schedules existed.
+        let mut old: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("schedule");
+        fields.remove("timestep_spacing");
+        let loaded = Recipe::from_json(&old.to_string()).unwrap();
+        assert_eq!(loaded.schedule, Schedule::Default);
+        assert_eq!(loaded.timestep_spacing, None);
     }
 
     #[test]
@@ -347,6 +383,8 @@ pub struct RecipePatch {
     pub prompt: Option<String>,
     pub negative_prompt: Option<String>,
     pub sampler: Option<SamplerKind>,
+    pub schedule: Option<Schedule>,
+    pub timestep_spacing: Option<TimestepSpacing>,
     pub steps: Option<usize>,
     pub cfg: Option<f64>,
     pub seed: Option<u64>,
@@ -363,6 +401,8 @@ impl RecipePatch {
             prompt: Some(r.prompt.clone()),
             negative_prompt: Some(r.negative_prompt.clone()),
             sampler: Some(r.sampler),
+            schedule: Some(r.schedule),
+            timestep_spacing: r.timestep_spacing,
             steps: Some(r.steps),
             cfg: Some(r.cfg),
             seed: Some(r.seed),
@@ -383,6 +423,8 @@ impl RecipePatch {
         take(&mut self.prompt, &other.prompt);
         take(&mut self.negative_prompt, &other.negative_prompt);
         take(&mut self.sampler, &other.sampler);
+        take(&mut self.schedule, &other.schedule);
+        take(&mut self.timestep_spacing, &other.timestep_spacing);
         take(&mut self.steps, &other.steps);
         take(&mut self.cfg, &other.cfg);
         take(&mut self.seed, &other.seed);

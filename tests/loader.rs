@@ -18,6 +18,8 @@ fn request() -> TextToImage {
         height: 64,
         batch_size: 1,
         sampler: "euler".parse().unwrap(),
+        schedule: Default::default(),
+        timestep_spacing: None,
         preview_every: 0,
     }
 }

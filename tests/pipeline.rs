@@ -31,6 +31,8 @@ fn request(case: &Case) -> TextToImage {
         height: case.height,
         batch_size: case.batch,
         sampler: case.sampler.parse().unwrap(),
+        schedule: Default::default(),
+        timestep_spacing: None,
         preview_every: 0,
     }
 }
@@ -74,6 +76,8 @@ fn progress_carries_previews_and_cancel_stops_within_a_step() {
         height: 48,
         batch_size: 1,
         sampler: "euler".parse().unwrap(),
+        schedule: Default::default(),
+        timestep_spacing: None,
         preview_every: 2,
     };
     let mut previews = Vec::new();
@@ -135,6 +139,8 @@ fn same_seed_same_image_bf16_close_to_fp32() {
         height: 64,
         batch_size: 1,
         sampler: "euler_a".parse().unwrap(),
+        schedule: Default::default(),
+        timestep_spacing: None,
         preview_every: 0,
     };
     let never = AtomicBool::new(false);

@@ -129,6 +129,8 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         prompt: prompt.into(),
         negative_prompt: negative.into(),
         sampler: SamplerKind::Ddim,
+        schedule: Default::default(),
+        timestep_spacing: None,
         steps: 4,
         cfg: 7.5,
         seed: 7,

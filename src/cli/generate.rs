@@ -4,7 +4,8 @@ use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
 use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
-use crate::engine::schedulers::SamplerKind;
+use crate::engine::schedulers::config::TimestepSpacing;
+use crate::engine::schedulers::{SamplerChoice, Schedule};
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
@@ -79,9 +80,19 @@ pub struct GenerateArgs {
     #[arg(short = 'H', long, value_name = "H")]
     pub height: Option<u32>,
 
-    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too).
+    /// Sampler: ddim, ddpm, pndm, lms, euler, euler_a, heun, dpm2, dpm2_a, dpmpp_2m,
+    /// dpmpp_2m_sde, dpmpp_sde. AUTOMATIC1111's names work too ("Euler a", "DPM++ 2M Karras").
     #[arg(long, value_name = "NAME", default_value = "euler_a")]
-    pub sampler: SamplerKind,
+    pub sampler: SamplerChoice,
+
+    /// Noise schedule: default (the model's), karras, exponential, beta
+    /// [default: default, or the one the sampler's name implies].
+    #[arg(long, value_name = "S")]
+    pub schedule: Option<Schedule>,
+
+    /// Timestep spacing: leading, linspace, trailing [default: the model's].
+    #[arg(long, value_name = "S")]
+    pub timestep_spacing: Option<TimestepSpacing>,
 
     /// Images rendered together from one seed, 1 to 64.
     #[arg(short, long, value_name = "N", default_value_t = 1)]
@@ -124,6 +135,9 @@ pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String>
 
 /// Checks what can be checked before the model loads, so mistakes cost no loading time.
 pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
+    args.sampler
+        .schedule_with(args.schedule)
+        .map_err(|e| RecipeError::Sampler(e.to_string()))?;
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
     recipe::check_batch(args.batch)?;
@@ -187,7 +201,12 @@ pub fn build_recipe(
         model: args.model.display().to_string(),
         prompt,
         negative_prompt: args.negative.clone(),
-        sampler: args.sampler,
+        sampler: args.sampler.kind,
+        schedule: args
+            .sampler
+            .schedule_with(args.schedule)
+            .map_err(|e| RecipeError::Sampler(e.to_string()))?,
+        timestep_spacing: args.timestep_spacing,
         steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
         cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
         seed,
@@ -246,7 +265,11 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     if !args.json {
         eprintln!(
             "seed {}, {}x{}, {} steps, {}",
-            recipe.seed, recipe.width, recipe.height, recipe.steps, recipe.sampler
+            recipe.seed,
+            recipe.width,
+            recipe.height,
+            recipe.steps,
+            crate::engine::schedulers::display_name(recipe.sampler, recipe.schedule)
         );
     }
     if cancel.load(Ordering::SeqCst) {
@@ -298,6 +321,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::schedulers::SamplerKind;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -361,6 +385,35 @@ mod tests {
         let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
         assert!(err.contains("ddim, euler, euler_a"), "{err}");
         assert!(Wrap::try_parse_from(["easel", "a fox"]).is_err());
+    }
+
+    #[test]
+    fn schedules_and_spacing_from_flags_or_sampler_names() {
+        let defaults = ModelDefaults {
+            width: 64,
+            height: 64,
+        };
+        let recipe = |extra: &[&str]| {
+            build_recipe(&parse(extra).unwrap(), "a fox".into(), 1, &defaults, "cpu", "fp32")
+        };
+        let r = recipe(&["--sampler", "DPM++ 2M Karras"]).unwrap();
+        assert_eq!((r.sampler, r.schedule), (SamplerKind::DpmPP2M, Schedule::Karras));
+        let r = recipe(&[
+            "--sampler",
+            "dpmpp_2m_sde",
+            "--schedule",
+            "exponential",
+            "--timestep-spacing",
+            "trailing",
+        ])
+        .unwrap();
+        assert_eq!(r.schedule, Schedule::Exponential);
+        assert_eq!(r.timestep_spacing, Some(TimestepSpacing::Trailing));
+        assert_eq!(recipe(&[]).unwrap().schedule, Schedule::Default);
+        let clash = check(&["--sampler", "DPM++ 2M Karras", "--schedule", "beta"]);
+        assert!(clash.contains("implies the karras schedule"), "{clash}");
+        assert!(parse(&["--schedule", "polyexponential"]).is_err());
+        assert!(parse(&["--timestep-spacing", "even"]).is_err());
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl Reporter {
 
     pub fn step(&mut self, p: &Progress) {
         match &self.bar {
-            Some(bar) => bar.set_position(p.step as u64),
+            Some(bar) => {
+                // Second-order samplers evaluate the model about twice per step: count calls.
+                bar.set_length(p.steps as u64);
+                bar.set_position(p.step as u64)
+            }
             None => eprintln!("{}", plain_line(p.step, p.steps, self.start.elapsed())),
         }
     }

@@ -10,7 +10,8 @@ use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
 use super::preview::latent_preview;
 use super::random::SeededNoise;
-use super::schedulers::{self, SamplerKind, SchedulerConfig};
+use super::schedulers::config::TimestepSpacing;
+use super::schedulers::{self, SamplerKind, SamplerOptions, Schedule, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,10 @@ pub struct TextToImage {
     pub height: i64,
     pub batch_size: i64,
     pub sampler: SamplerKind,
+    /// How noise levels are spaced; `Default` follows the model's scheduler config.
+    pub schedule: Schedule,
+    /// Overrides the model's `timestep_spacing` (None: the config's, or the sampler's default).
+    pub timestep_spacing: Option<TimestepSpacing>,
     /// Send a latent preview every this many steps (0: never), as previews cost a device sync.
     pub preview_every: usize,
 }
@@ -222,8 +227,17 @@ impl StableDiffusion {
         let encode_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let mut scheduler =
-            schedulers::build(request.sampler, &self.scheduler_config, request.steps)?;
+        let options = SamplerOptions {
+            schedule: request.schedule,
+            timestep_spacing: request.timestep_spacing,
+            noise_sampler_seed: Some(request.seed),
+        };
+        let mut scheduler = schedulers::build(
+            request.sampler,
+            &options,
+            &self.scheduler_config,
+            request.steps,
+        )?;
         let factor = self.latent_scale_factor();
         let shape = [
             batch,

@@ -8,7 +8,10 @@ use crate::recipe::Recipe;
 pub fn parameters(recipe: &Recipe, model_name: &str) -> String {
     let mut fields = vec![
         ("Steps", recipe.steps.to_string()),
-        ("Sampler", recipe.sampler.display_name().to_string()),
+        (
+            "Sampler",
+            crate::engine::schedulers::display_name(recipe.sampler, recipe.schedule),
+        ),
         ("CFG scale", python_float(recipe.cfg)),
         ("Seed", recipe.seed.to_string()),
         ("Size", format!("{}x{}", recipe.width, recipe.height)),
@@ -87,6 +90,8 @@ mod tests {
             prompt: "a red fox in snow".into(),
             negative_prompt: String::new(),
             sampler: SamplerKind::EulerAncestral,
+            schedule: Default::default(),
+            timestep_spacing: None,
             steps: 20,
             cfg: 7.0,
             seed: 1234,
@@ -105,6 +110,20 @@ mod tests {
             parameters(&recipe(), "tiny-sd1"),
             "a red fox in snow\n\
              Steps: 20, Sampler: Euler a, CFG scale: 7.0, Seed: 1234, Size: 512x768, Model: tiny-sd1"
+        );
+    }
+
+    #[test]
+    fn a_schedule_joins_the_sampler_name_as_a1111_writes_it() {
+        let r = Recipe {
+            sampler: SamplerKind::DpmPP2MSde,
+            schedule: crate::engine::schedulers::Schedule::Karras,
+            ..recipe()
+        };
+        assert!(
+            parameters(&r, "m").contains("Sampler: DPM++ 2M SDE Karras,"),
+            "{}",
+            parameters(&r, "m")
         );
     }
 

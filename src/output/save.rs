@@ -70,6 +70,8 @@ mod tests {
             prompt: "p".into(),
             negative_prompt: String::new(),
             sampler: SamplerKind::Euler,
+            schedule: Default::default(),
+            timestep_spacing: None,
             steps: 2,
             cfg: 7.5,
             seed: 7,

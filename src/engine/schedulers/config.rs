@@ -134,10 +134,12 @@ pub struct SchedulerConfig {
     /// `from_config` does not carry over a value the original scheduler only defaulted.
     pub timestep_spacing: Option<TimestepSpacing>,
     pub steps_offset: usize,
-    /// DDIM: the alpha of the step after the last is 1 (else the first training alpha).
-    pub set_alpha_to_one: bool,
-    /// DDIM: clamp the predicted clean sample to ±`clip_sample_range`.
-    pub clip_sample: bool,
+    /// DDIM, PNDM: the alpha of the step after the last is 1 (else the first training alpha).
+    /// Absent: each scheduler's own default (DDIM true, PNDM false), read with `alpha_to_one_or`.
+    pub set_alpha_to_one: Option<bool>,
+    /// DDIM, DDPM, Heun: clamp the predicted clean sample to ±`clip_sample_range`.
+    /// Absent: each scheduler's own default (DDIM and DDPM true, Heun false), via `clip_sample_or`.
+    pub clip_sample: Option<bool>,
     pub clip_sample_range: f64,
     /// DDIM dynamic thresholding; easel does not support it.
     pub thresholding: bool,
@@ -153,6 +155,26 @@ pub struct SchedulerConfig {
     pub sigma_max: Option<f64>,
     pub final_sigmas_type: FinalSigmasType,
     pub timestep_type: TimestepType,
+    // Keys of DDPM, DPM-Solver and DPM-Solver SDE. Kept as text where diffusers' classes read
+    // the same key with different vocabularies; each sampler checks the values it takes.
+    /// DDPM: fixed_small (the default), fixed_small_log, fixed_large; DPM-Solver: absent.
+    pub variance_type: Option<String>,
+    /// DPM-Solver: midpoint (the default) or heun.
+    pub solver_type: Option<String>,
+    /// DPM-Solver: first-order final steps below 15 steps.
+    pub lower_order_final: bool,
+    /// DPM-Solver: a first-order (Euler) final step at any step count.
+    pub euler_at_final: bool,
+    /// DPM-Solver: the smallest log-SNR kept when spacing timesteps. diffusers writes the
+    /// default, -inf, as the JSON extension `-Infinity`, which `from_file` accepts.
+    #[serde(deserialize_with = "number_or_infinity")]
+    pub lambda_min_clipped: f64,
+    /// DPM-Solver: log-SNR-uniform steps; easel does not offer them.
+    pub use_lu_lambdas: bool,
+    /// DPM-Solver: flow-matching sigmas; easel does not offer them.
+    pub use_flow_sigmas: bool,
+    /// DPM-Solver SDE: the Brownian tree's seed (absent: easel uses the render's seed).
+    pub noise_sampler_seed: Option<u64>,
 }
 
 impl Default for SchedulerConfig {
@@ -169,8 +191,8 @@ impl Default for SchedulerConfig {
             prediction_type: PredictionType::Epsilon,
             timestep_spacing: None,
             steps_offset: 0,
-            set_alpha_to_one: true,
-            clip_sample: true,
+            set_alpha_to_one: None,
+            clip_sample: None,
             clip_sample_range: 1.0,
             thresholding: false,
             dynamic_thresholding_ratio: 0.995,
@@ -184,6 +206,14 @@ impl Default for SchedulerConfig {
             sigma_max: None,
             final_sigmas_type: FinalSigmasType::Zero,
             timestep_type: TimestepType::Discrete,
+            variance_type: None,
+            solver_type: None,
+            lower_order_final: true,
+            euler_at_final: false,
+            lambda_min_clipped: f64::NEG_INFINITY,
+            use_lu_lambdas: false,
+            use_flow_sigmas: false,
+            noise_sampler_seed: None,
         }
     }
 }
@@ -199,14 +229,15 @@ impl SchedulerConfig {
             path: path.to_path_buf(),
             message,
         };
-        let config: Self = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let config: Self =
+            serde_json::from_str(&quote_non_finite(&text)).map_err(|e| bad(e.to_string()))?;
         config.check().map_err(bad)?;
         Ok(config)
     }
 
     /// Parses config JSON that came from somewhere other than a file.
     pub fn from_json(text: &str) -> Result<Self> {
-        let config: Self = serde_json::from_str(text)
+        let config: Self = serde_json::from_str(&quote_non_finite(text))
             .map_err(|e| EngineError::Invalid(format!("invalid scheduler config: {e}")))?;
         config.validate()?;
         Ok(config)
@@ -254,5 +285,68 @@ impl SchedulerConfig {
     /// `timestep_spacing`, or `default` when the config leaves it out.
     pub fn spacing_or(&self, default: TimestepSpacing) -> TimestepSpacing {
         self.timestep_spacing.unwrap_or(default)
+    }
+
+    /// `set_alpha_to_one`, or the reading scheduler's `default` when the config leaves it out.
+    pub fn alpha_to_one_or(&self, default: bool) -> bool {
+        self.set_alpha_to_one.unwrap_or(default)
+    }
+
+    /// `clip_sample`, or the reading scheduler's `default` when the config leaves it out.
+    pub fn clip_sample_or(&self, default: bool) -> bool {
+        self.clip_sample.unwrap_or(default)
+    }
+}
+
+/// Python's json writes infinities and NaN as the bare words `Infinity`, `-Infinity` and `NaN`,
+/// which strict JSON (and serde_json) refuses; this turns them into strings outside of strings.
+fn quote_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if let Some(word) = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))
+        {
+            out.push('"');
+            out.push_str(word);
+            out.push('"');
+            rest = &rest[word.len()..];
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// A float written as a JSON number or as one of Python's non-finite words.
+fn number_or_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Number(f64),
+        Word(String),
+    }
+    match Value::deserialize(d)? {
+        Value::Number(v) => Ok(v),
+        Value::Word(w) => match w.as_str() {
+            "-Infinity" => Ok(f64::NEG_INFINITY),
+            "Infinity" => Ok(f64::INFINITY),
+            _ => Err(serde::de::Error::custom(format!(
+                "{w:?} is not a number: use a number or -Infinity"
+            ))),
+        },
     }
 }

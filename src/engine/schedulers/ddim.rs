@@ -47,7 +47,7 @@ impl Ddim {
             )));
         }
         Ok(Ddim {
-            final_alpha_cumprod: if config.set_alpha_to_one {
+            final_alpha_cumprod: if config.alpha_to_one_or(true) {
                 1.0
             } else {
                 alphas_cumprod[0]
@@ -57,7 +57,9 @@ impl Ddim {
             steps: steps_i64,
             stride: (train / steps) as i64,
             prediction_type: config.prediction_type,
-            clip_range: config.clip_sample.then_some(config.clip_sample_range),
+            clip_range: config
+                .clip_sample_or(true)
+                .then_some(config.clip_sample_range),
         })
     }
 

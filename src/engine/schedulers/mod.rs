@@ -9,29 +9,73 @@ pub mod euler;
 pub mod euler_ancestral;
 mod scalar;
 mod spacing;
+// Samplers and schedules of the samplers-a branch.
+mod brownian;
+pub mod ddpm;
+pub mod dpm_multistep;
+pub mod dpmpp_sde;
+pub mod heun;
+pub mod kdpm2;
+pub mod kdpm2_ancestral;
+pub mod lms;
+pub mod pndm;
+pub mod schedule;
+mod sigmas;
+mod special;
+pub mod torch_randn;
 
 pub use config::SchedulerConfig;
 pub use ddim::Ddim;
 pub use euler::EulerDiscrete;
 pub use euler_ancestral::EulerAncestralDiscrete;
+pub use schedule::{display_name, parse_a1111, SamplerChoice, SamplerOptions, Schedule};
 
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
-/// The scheduler for `kind`, set up for `steps` inference steps.
+/// The scheduler for `kind`, set up for `steps` inference steps, with the model's scheduler
+/// `config` as `options` amend it (a schedule, a timestep spacing).
 ///
 /// The pipeline runs one model evaluation per entry of `timesteps()`. That is usually `steps`
 /// entries, but diffusers' trailing spacing gives one more for some counts (61 of 1000, say),
-/// and easel keeps that to stay identical.
+/// and second-order samplers (heun, dpm2, dpm2_a, dpmpp_sde) evaluate the model twice per step
+/// but the last: 2 * steps - 1 entries, as diffusers' `timesteps` lists them.
 pub fn build(
     kind: SamplerKind,
+    options: &SamplerOptions,
     config: &SchedulerConfig,
     steps: usize,
 ) -> Result<Box<dyn Scheduler>> {
+    let amended = options.apply(kind, config)?;
+    let config = &amended;
     Ok(match kind {
         SamplerKind::Ddim => Box::new(Ddim::new(config, steps)?),
         SamplerKind::Euler => Box::new(EulerDiscrete::new(config, steps)?),
         SamplerKind::EulerAncestral => Box::new(EulerAncestralDiscrete::new(config, steps)?),
+        // samplers-a
+        SamplerKind::Ddpm => Box::new(ddpm::Ddpm::new(config, steps)?),
+        SamplerKind::Pndm => Box::new(pndm::Plms::new(config, steps)?),
+        SamplerKind::Lms => Box::new(lms::LmsDiscrete::new(config, steps)?),
+        SamplerKind::Heun => Box::new(heun::HeunDiscrete::new(config, steps)?),
+        SamplerKind::Dpm2 => Box::new(kdpm2::Kdpm2Discrete::new(config, steps)?),
+        SamplerKind::Dpm2Ancestral => {
+            Box::new(kdpm2_ancestral::Kdpm2AncestralDiscrete::new(config, steps)?)
+        }
+        SamplerKind::DpmPP2M => Box::new(dpm_multistep::DpmSolverMultistep::new(
+            config,
+            steps,
+            dpm_multistep::Algorithm::DpmSolverPP,
+        )?),
+        SamplerKind::DpmPP2MSde => Box::new(dpm_multistep::DpmSolverMultistep::new(
+            config,
+            steps,
+            dpm_multistep::Algorithm::SdeDpmSolverPP,
+        )?),
+        SamplerKind::DpmPPSde => Box::new(dpmpp_sde::DpmSolverSde::new(
+            config,
+            steps,
+            options.noise_sampler_seed,
+        )?),
     })
 }
 
@@ -67,6 +111,12 @@ pub trait Scheduler: Send {
         sample: &Tensor,
         noise: &mut dyn FnMut(&[i64]) -> Tensor,
     ) -> Tensor;
+
+    /// The noise levels, as diffusers' `scheduler.sigmas` holds them (one per model evaluation
+    /// and the final one), for samplers that have them.
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// The samplers easel offers, by the names users type.
@@ -77,10 +127,38 @@ pub enum SamplerKind {
     Euler,
     #[serde(rename = "euler_a")]
     EulerAncestral,
+    // samplers-a
+    Ddpm,
+    Pndm,
+    Lms,
+    Heun,
+    Dpm2,
+    #[serde(rename = "dpm2_a")]
+    Dpm2Ancestral,
+    #[serde(rename = "dpmpp_2m")]
+    DpmPP2M,
+    #[serde(rename = "dpmpp_2m_sde")]
+    DpmPP2MSde,
+    #[serde(rename = "dpmpp_sde")]
+    DpmPPSde,
 }
 
 impl SamplerKind {
-    pub const ALL: &'static [SamplerKind] = &[Self::Ddim, Self::Euler, Self::EulerAncestral];
+    pub const ALL: &'static [SamplerKind] = &[
+        Self::Ddim,
+        Self::Euler,
+        Self::EulerAncestral,
+        // samplers-a
+        Self::Ddpm,
+        Self::Pndm,
+        Self::Lms,
+        Self::Heun,
+        Self::Dpm2,
+        Self::Dpm2Ancestral,
+        Self::DpmPP2M,
+        Self::DpmPP2MSde,
+        Self::DpmPPSde,
+    ];
 
     /// easel's own name, as `--sampler` takes it.
     pub fn name(self) -> &'static str {
@@ -88,15 +166,55 @@ impl SamplerKind {
             Self::Ddim => "ddim",
             Self::Euler => "euler",
             Self::EulerAncestral => "euler_a",
+            // samplers-a
+            Self::Ddpm => "ddpm",
+            Self::Pndm => "pndm",
+            Self::Lms => "lms",
+            Self::Heun => "heun",
+            Self::Dpm2 => "dpm2",
+            Self::Dpm2Ancestral => "dpm2_a",
+            Self::DpmPP2M => "dpmpp_2m",
+            Self::DpmPP2MSde => "dpmpp_2m_sde",
+            Self::DpmPPSde => "dpmpp_sde",
         }
     }
 
-    /// AUTOMATIC1111's display name, written into PNG metadata.
+    /// AUTOMATIC1111's display name (with its default schedule), written into PNG metadata;
+    /// `schedulers::display_name` adds a schedule ("DPM++ 2M Karras").
     pub fn display_name(self) -> &'static str {
         match self {
             Self::Ddim => "DDIM",
             Self::Euler => "Euler",
             Self::EulerAncestral => "Euler a",
+            // samplers-a
+            Self::Ddpm => "DDPM",
+            Self::Pndm => "PLMS",
+            Self::Lms => "LMS",
+            Self::Heun => "Heun",
+            Self::Dpm2 => "DPM2",
+            Self::Dpm2Ancestral => "DPM2 a",
+            Self::DpmPP2M => "DPM++ 2M",
+            Self::DpmPP2MSde => "DPM++ 2M SDE",
+            Self::DpmPPSde => "DPM++ SDE",
+        }
+    }
+
+    /// The schedules besides `Default` that this sampler takes (those its diffusers scheduler
+    /// offers as `use_karras_sigmas` and its siblings; Euler's are not implemented yet). Others
+    /// are refused rather than ignored.
+    pub fn schedules(self) -> &'static [Schedule] {
+        const RESPACED: &[Schedule] = &[Schedule::Karras, Schedule::Exponential, Schedule::Beta];
+        match self {
+            Self::Ddim | Self::Euler | Self::EulerAncestral => &[],
+            // samplers-a
+            Self::Ddpm | Self::Pndm => &[],
+            Self::Lms
+            | Self::Heun
+            | Self::Dpm2
+            | Self::Dpm2Ancestral
+            | Self::DpmPP2M
+            | Self::DpmPP2MSde
+            | Self::DpmPPSde => RESPACED,
         }
     }
 }

@@ -30,3 +30,13 @@ pub fn square(x: f32) -> f32 {
 pub fn ln(x: f32) -> f32 {
     value(&zero_dim(x).log())
 }
+
+/// `x.exp()`.
+pub fn exp(x: f32) -> f32 {
+    value(&zero_dim(x).exp())
+}
+
+/// `x.expm1()`.
+pub fn expm1(x: f32) -> f32 {
+    value(&zero_dim(x).expm1())
+}

@@ -42,7 +42,7 @@ pub fn timesteps(
 }
 
 /// `np.linspace(start, stop, num)` in float64.
-fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+pub(super) fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];
     }
@@ -56,7 +56,7 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 
 /// `np.arange(start, stop, step)` for floats: the length is `ceil((stop - start) / step)`, and
 /// the values are `start + i * delta` with `delta` recomputed as `(start + step) - start`.
-fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
+pub(super) fn arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let len = ((stop - start) / step).ceil();
     if len.is_nan() || len <= 0.0 {
         return Vec::new();
