@@ -134,7 +134,11 @@ fn every_sampler_and_schedule_is_covered() {
             .any(|c| c.kind() == kind && c.config.contains("sd2_v"));
         assert!(v_pred, "no v-prediction case for {kind}");
     }
-    assert!(file.cases.len() > 100, "too few cases: {}", file.cases.len());
+    assert!(
+        file.cases.len() > 100,
+        "too few cases: {}",
+        file.cases.len()
+    );
 }
 
 #[test]
@@ -182,7 +186,12 @@ fn sampling_runs_match_diffusers() {
         let (model_outputs, scaled, outputs) =
             (get("model_outputs"), get("scaled"), get("outputs"));
         let n = scheduler.timesteps().len();
-        assert_eq!(model_outputs.size()[0], n as i64, "{}: model calls", case.name);
+        assert_eq!(
+            model_outputs.size()[0],
+            n as i64,
+            "{}: model calls",
+            case.name
+        );
         let seeded = SeededNoise::new(case.noise_seed, Kind::Float, Device::Cpu);
         let mut latents = get("initial") * scheduler.init_noise_sigma();
         for i in 0..n {
@@ -209,7 +218,10 @@ fn sampling_runs_match_diffusers() {
                 // last step (Karras sigmas ending on a sigma_min final sigma); easel keeps the
                 // sample, the limit of the update.
                 let diff = max_abs_diff(&latents, &before);
-                assert!(diff == 0.0, "{what}: a zero-length step moved the sample by {diff:e}");
+                assert!(
+                    diff == 0.0,
+                    "{what}: a zero-length step moved the sample by {diff:e}"
+                );
                 continue;
             }
             let diff = max_abs_diff(&latents, &expected);
@@ -255,8 +267,8 @@ fn what_diffusers_refuses_easel_refuses() {
 
 #[test]
 fn schedules_a_sampler_lacks_are_refused_by_name() {
-    let config = SchedulerConfig::from_file(&tiny_sd1().join("scheduler/scheduler_config.json"))
-        .unwrap();
+    let config =
+        SchedulerConfig::from_file(&tiny_sd1().join("scheduler/scheduler_config.json")).unwrap();
     for &kind in SamplerKind::ALL {
         for &schedule in &[Schedule::Karras, Schedule::Exponential, Schedule::Beta] {
             let options = SamplerOptions {
@@ -285,14 +297,20 @@ fn schedules_a_sampler_lacks_are_refused_by_name() {
 fn configs_saved_by_python_with_infinities_load() {
     let path = fixtures().join("reference/samplers_a_configs/dpm_saved.json");
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("-Infinity"), "the fixture should hold -Infinity");
+    assert!(
+        text.contains("-Infinity"),
+        "the fixture should hold -Infinity"
+    );
     let config = SchedulerConfig::from_file(&path).unwrap();
     assert_eq!(config.lambda_min_clipped, f64::NEG_INFINITY);
     assert_eq!(config.solver_type.as_deref(), Some("heun"));
     let err = SchedulerConfig::from_json(r#"{"lambda_min_clipped": "NaN"}"#)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("lambda_min_clipped") || err.contains("NaN"), "{err}");
+    assert!(
+        err.contains("lambda_min_clipped") || err.contains("NaN"),
+        "{err}"
+    );
     // The words inside strings are left alone.
     let config = SchedulerConfig::from_json(r#"{"_class_name": "Infinity NaN"}"#).unwrap();
     assert_eq!(config.class_name.as_deref(), Some("Infinity NaN"));
@@ -313,7 +331,10 @@ fn seeded_draws_match_libtorch_without_its_global_generator() {
             let ours = torch_randn::randn(seed, shape);
             let theirs = SeededNoise::new(seed, Kind::Float, Device::Cpu).randn(shape);
             let diff = max_abs_diff(&ours, &theirs);
-            assert!(diff < 1e-5, "seed {seed} shape {shape:?}: differs by {diff:e}");
+            assert!(
+                diff < 1e-5,
+                "seed {seed} shape {shape:?}: differs by {diff:e}"
+            );
         }
     }
 }
@@ -352,7 +373,11 @@ fn images_match_diffusers_for_every_sampler() {
         let image = out.float_images.slice(1, 0, None, 2).slice(2, 0, None, 2);
         let expected = reference.get(&case.name);
         let diff = max_abs_diff(&image, &expected);
-        assert!(diff <= IMAGE_TOL, "{}: image differs by {diff:e}", case.name);
+        assert!(
+            diff <= IMAGE_TOL,
+            "{}: image differs by {diff:e}",
+            case.name
+        );
         let scale = expected.abs().max().double_value(&[]);
         assert!(scale > 0.0, "{}: an all-zero reference", case.name);
     }

@@ -193,7 +193,10 @@ fn a_scheduler_moves_to_another_thread() {
         SchedulerConfig::from_file(&common::tiny_sd1().join("scheduler/scheduler_config.json"))
             .unwrap();
     for &kind in SamplerKind::ALL {
-        let here = build(kind, &Default::default(), &config, 4).unwrap().timesteps().to_vec();
+        let here = build(kind, &Default::default(), &config, 4)
+            .unwrap()
+            .timesteps()
+            .to_vec();
         let scheduler = build(kind, &Default::default(), &config, 4).unwrap();
         let there = std::thread::spawn(move || scheduler.timesteps().to_vec())
             .join()
@@ -218,10 +221,7 @@ fn model_config_reads_with_its_own_keys() {
         Some(config.steps_offset as u64),
         json["steps_offset"].as_u64()
     );
-    assert_eq!(
-        json["set_alpha_to_one"].as_bool(),
-        config.set_alpha_to_one
-    );
+    assert_eq!(json["set_alpha_to_one"].as_bool(), config.set_alpha_to_one);
     assert_eq!(json["clip_sample"].as_bool(), config.clip_sample);
     assert_eq!(config.class_name.as_deref(), json["_class_name"].as_str());
     assert_eq!(

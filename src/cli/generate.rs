@@ -394,10 +394,20 @@ mod tests {
             height: 64,
         };
         let recipe = |extra: &[&str]| {
-            build_recipe(&parse(extra).unwrap(), "a fox".into(), 1, &defaults, "cpu", "fp32")
+            build_recipe(
+                &parse(extra).unwrap(),
+                "a fox".into(),
+                1,
+                &defaults,
+                "cpu",
+                "fp32",
+            )
         };
         let r = recipe(&["--sampler", "DPM++ 2M Karras"]).unwrap();
-        assert_eq!((r.sampler, r.schedule), (SamplerKind::DpmPP2M, Schedule::Karras));
+        assert_eq!(
+            (r.sampler, r.schedule),
+            (SamplerKind::DpmPP2M, Schedule::Karras)
+        );
         let r = recipe(&[
             "--sampler",
             "dpmpp_2m_sde",

@@ -332,7 +332,9 @@ fn quote_non_finite(text: &str) -> String {
 }
 
 /// A float written as a JSON number or as one of Python's non-finite words.
-fn number_or_infinity<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+fn number_or_infinity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Value {

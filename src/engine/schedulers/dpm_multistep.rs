@@ -167,12 +167,13 @@ impl DpmSolverMultistep {
         })
     }
 
-
     /// The clean sample the model's output implies (`convert_model_output` for DPM-Solver++).
     fn predict_original(&self, model_output: &Tensor, sample: &Tensor, step: usize) -> Tensor {
         let (alpha, sigma) = alpha_sigma(self.sigmas[step]);
         match self.prediction_type {
-            PredictionType::Epsilon => (sample - model_output * f64::from(sigma)) / f64::from(alpha),
+            PredictionType::Epsilon => {
+                (sample - model_output * f64::from(sigma)) / f64::from(alpha)
+            }
             PredictionType::Sample => model_output.shallow_clone(),
             PredictionType::VPrediction => {
                 sample * f64::from(alpha) - model_output * f64::from(sigma)
@@ -180,7 +181,13 @@ impl DpmSolverMultistep {
         }
     }
 
-    fn first_order(&self, step: usize, x0: &Tensor, sample: &Tensor, noise: Option<&Tensor>) -> Tensor {
+    fn first_order(
+        &self,
+        step: usize,
+        x0: &Tensor,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Tensor {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[step + 1]);
         let (alpha_s, sigma_s) = alpha_sigma(self.sigmas[step]);
         let h = lambda(alpha_t, sigma_t) - lambda(alpha_s, sigma_s);
@@ -267,7 +274,11 @@ fn clipped_index(alphas_cumprod: &[f32], lambda_min_clipped: f64) -> Result<usiz
 }
 
 /// DPM-Solver's own timestep spacing (it spaces `steps + 1` points and drops the last).
-fn spaced_timesteps(config: &SchedulerConfig, steps: usize, last_timestep: usize) -> Result<Vec<i64>> {
+fn spaced_timesteps(
+    config: &SchedulerConfig,
+    steps: usize,
+    last_timestep: usize,
+) -> Result<Vec<i64>> {
     use super::config::TimestepSpacing;
     let train = config.num_train_timesteps;
     let timesteps: Vec<i64> = match config.spacing_or(TimestepSpacing::Linspace) {

@@ -77,14 +77,17 @@ impl DpmSolverSde {
         })
     }
 
-
     /// Brownian noise over [sigma_to, sigma_from], normalised to unit variance, as diffusers'
     /// `BrownianTreeNoiseSampler(sigma_from, sigma_to)` returns it.
     fn brownian_noise(&mut self, shape: &[i64], sigma_from: f32, sigma_to: f32) -> Tensor {
         if self.tree.is_none() {
             let positive = self.sigmas.iter().copied().filter(|&s| s > 0.0);
             let min = positive.fold(f32::INFINITY, f32::min);
-            let max = self.sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let max = self
+                .sigmas
+                .iter()
+                .copied()
+                .fold(f32::NEG_INFINITY, f32::max);
             self.tree = Some(BrownianInterval::new(
                 f64::from(min),
                 f64::from(max),
@@ -144,11 +147,7 @@ impl Scheduler for DpmSolverSde {
         let t = -ln(sigma);
         let t_next = -ln(sigma_next);
         let t_proposed = t + (t_next - t) * 0.5;
-        let sigma_input = if first_order {
-            sigma
-        } else {
-            exp(-t_proposed)
-        };
+        let sigma_input = if first_order { sigma } else { exp(-t_proposed) };
         let pred_original =
             predict_original(self.prediction_type, model_output, sample, sigma_input);
         if sigma_next == 0.0 {

@@ -71,7 +71,6 @@ impl HeunDiscrete {
             first_half: None,
         })
     }
-
 }
 
 impl Scheduler for HeunDiscrete {

@@ -86,7 +86,6 @@ impl Kdpm2Discrete {
             sample: None,
         })
     }
-
 }
 
 /// diffusers' `cat([x[:1], x[1:].repeat_interleave(2), x[-1:]])`.

@@ -80,7 +80,6 @@ impl Kdpm2AncestralDiscrete {
             sample: None,
         })
     }
-
 }
 
 impl Scheduler for Kdpm2AncestralDiscrete {

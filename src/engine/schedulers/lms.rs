@@ -46,7 +46,6 @@ impl LmsDiscrete {
         })
     }
 
-
     /// ∫ over [σ_t, σ_(t+1)] of the Lagrange basis polynomial of derivative `current` among the
     /// last `order` ones. diffusers integrates it with scipy's adaptive quad (to a relative 1e-4,
     /// on float32 arithmetic); this integrates the same polynomial exactly in float64.

@@ -63,7 +63,10 @@ impl Plms {
         let ratio = (train / steps) as i64;
         // Every index diffusers will read must exist (Python-style negative indices allowed).
         let reach = |t: i64| t < train as i64 && t >= -(train as i64);
-        let restart = model_steps.get(1).filter(|_| model_steps.len() > 2).map(|&t| t + ratio);
+        let restart = model_steps
+            .get(1)
+            .filter(|_| model_steps.len() > 2)
+            .map(|&t| t + ratio);
         if let Some(t) = model_steps
             .iter()
             .copied()

@@ -91,7 +91,11 @@ impl SamplerOptions {
     /// The config with these options written into it, as diffusers would be configured
     /// (`from_config(config, use_karras_sigmas=True, timestep_spacing=...)`). A schedule the
     /// sampler's diffusers class does not offer is refused, naming the samplers that take it.
-    pub(crate) fn apply(&self, kind: SamplerKind, config: &SchedulerConfig) -> Result<SchedulerConfig> {
+    pub(crate) fn apply(
+        &self,
+        kind: SamplerKind,
+        config: &SchedulerConfig,
+    ) -> Result<SchedulerConfig> {
         let mut config = config.clone();
         if let Some(spacing) = self.timestep_spacing {
             config.timestep_spacing = Some(spacing);
@@ -241,12 +245,32 @@ mod tests {
     #[test]
     fn a1111_names_imply_a_schedule() {
         for (name, kind, schedule) in [
-            ("DPM++ 2M Karras", SamplerKind::DpmPP2M, Some(Schedule::Karras)),
-            ("DPM++ 2M SDE Karras", SamplerKind::DpmPP2MSde, Some(Schedule::Karras)),
-            ("DPM++ SDE Karras", SamplerKind::DpmPPSde, Some(Schedule::Karras)),
-            ("DPM2 a Karras", SamplerKind::Dpm2Ancestral, Some(Schedule::Karras)),
+            (
+                "DPM++ 2M Karras",
+                SamplerKind::DpmPP2M,
+                Some(Schedule::Karras),
+            ),
+            (
+                "DPM++ 2M SDE Karras",
+                SamplerKind::DpmPP2MSde,
+                Some(Schedule::Karras),
+            ),
+            (
+                "DPM++ SDE Karras",
+                SamplerKind::DpmPPSde,
+                Some(Schedule::Karras),
+            ),
+            (
+                "DPM2 a Karras",
+                SamplerKind::Dpm2Ancestral,
+                Some(Schedule::Karras),
+            ),
             ("LMS Karras", SamplerKind::Lms, Some(Schedule::Karras)),
-            ("dpmpp_2m_karras", SamplerKind::DpmPP2M, Some(Schedule::Karras)),
+            (
+                "dpmpp_2m_karras",
+                SamplerKind::DpmPP2M,
+                Some(Schedule::Karras),
+            ),
             ("Euler a", SamplerKind::EulerAncestral, None),
             ("DPM++ 2M SDE", SamplerKind::DpmPP2MSde, None),
             ("DPM++ SDE", SamplerKind::DpmPPSde, None),
@@ -254,27 +278,43 @@ mod tests {
             ("Heun", SamplerKind::Heun, None),
             ("PLMS", SamplerKind::Pndm, None),
             ("DDPM", SamplerKind::Ddpm, None),
-            ("DPM++ 2M Automatic", SamplerKind::DpmPP2M, Some(Schedule::Default)),
+            (
+                "DPM++ 2M Automatic",
+                SamplerKind::DpmPP2M,
+                Some(Schedule::Default),
+            ),
         ] {
             assert_eq!(parse_a1111(name).unwrap(), (kind, schedule), "{name}");
         }
         let err = parse_a1111("DPM++ 3M Karras").unwrap_err().to_string();
-        assert!(err.contains("unknown sampler") && err.contains("dpmpp_2m"), "{err}");
+        assert!(
+            err.contains("unknown sampler") && err.contains("dpmpp_2m"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_named_schedule_and_an_explicit_one_must_agree() {
         let choice: SamplerChoice = "DPM++ 2M Karras".parse().unwrap();
         assert_eq!(choice.schedule_with(None).unwrap(), Schedule::Karras);
-        assert_eq!(choice.schedule_with(Some(Schedule::Karras)).unwrap(), Schedule::Karras);
+        assert_eq!(
+            choice.schedule_with(Some(Schedule::Karras)).unwrap(),
+            Schedule::Karras
+        );
         let err = choice
             .schedule_with(Some(Schedule::Beta))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("DPM++ 2M Karras") && err.contains("beta"), "{err}");
+        assert!(
+            err.contains("DPM++ 2M Karras") && err.contains("beta"),
+            "{err}"
+        );
         let plain: SamplerChoice = "dpmpp_2m".parse().unwrap();
         assert_eq!(plain.schedule_with(None).unwrap(), Schedule::Default);
-        assert_eq!(plain.schedule_with(Some(Schedule::Beta)).unwrap(), Schedule::Beta);
+        assert_eq!(
+            plain.schedule_with(Some(Schedule::Beta)).unwrap(),
+            Schedule::Beta
+        );
     }
 
     #[test]
@@ -283,7 +323,10 @@ mod tests {
             assert_eq!(s.name().parse::<Schedule>().unwrap(), s);
             assert_eq!(s.a1111_label().parse::<Schedule>().unwrap(), s);
         }
-        let err = "polyexponential".parse::<Schedule>().unwrap_err().to_string();
+        let err = "polyexponential"
+            .parse::<Schedule>()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("default, karras, exponential, beta"), "{err}");
     }
 
@@ -304,13 +347,18 @@ mod tests {
             .apply(SamplerKind::Ddim, &config)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ddim") && err.contains("karras") && err.contains("dpmpp_2m"), "{err}");
+        assert!(
+            err.contains("ddim") && err.contains("karras") && err.contains("dpmpp_2m"),
+            "{err}"
+        );
         // The default schedule leaves the config's own keys alone.
         let own = SchedulerConfig {
             use_exponential_sigmas: Some(true),
             ..SchedulerConfig::default()
         };
-        let kept = SamplerOptions::default().apply(SamplerKind::Ddim, &own).unwrap();
+        let kept = SamplerOptions::default()
+            .apply(SamplerKind::Ddim, &own)
+            .unwrap();
         assert_eq!(kept, own);
     }
 }

@@ -161,10 +161,7 @@ pub(crate) fn k_schedule(
     let timesteps: Vec<f64> = if options.float64_timesteps {
         spaced
     } else {
-        spaced
-            .into_iter()
-            .map(|t| f64::from(t as f32))
-            .collect()
+        spaced.into_iter().map(|t| f64::from(t as f32)).collect()
     };
     let interpolated: Vec<f64> = timesteps
         .iter()

@@ -183,18 +183,39 @@ mod tests {
         // I_x(1, 1) = x; I_x(a, 1) = x^a; I_x(1/2, 1/2) = (2/π) asin(√x).
         for x in [1e-9, 0.01, 0.3, 0.5, 0.77, 0.999_999] {
             assert!((regularized_beta(x, 1.0, 1.0) - x).abs() < 1e-14, "{x}");
-            assert!((regularized_beta(x, 0.6, 1.0) - x.powf(0.6)).abs() < 1e-14, "{x}");
+            assert!(
+                (regularized_beta(x, 0.6, 1.0) - x.powf(0.6)).abs() < 1e-14,
+                "{x}"
+            );
             let arcsine = 2.0 / std::f64::consts::PI * x.sqrt().asin();
-            assert!((regularized_beta(x, 0.5, 0.5) - arcsine).abs() < 1e-13, "{x}");
+            assert!(
+                (regularized_beta(x, 0.5, 0.5) - arcsine).abs() < 1e-13,
+                "{x}"
+            );
         }
     }
 
     #[test]
     fn beta_ppf_inverts_the_cdf() {
-        for q in [0.0, 1e-12, 1e-3, 0.1, 0.25, 0.5, 0.6, 0.9, 0.999, 1.0 - 1e-12, 1.0] {
+        for q in [
+            0.0,
+            1e-12,
+            1e-3,
+            0.1,
+            0.25,
+            0.5,
+            0.6,
+            0.9,
+            0.999,
+            1.0 - 1e-12,
+            1.0,
+        ] {
             let x = beta_ppf(q, 0.6, 0.6);
             assert!((0.0..=1.0).contains(&x));
-            assert!((regularized_beta(x, 0.6, 0.6) - q).abs() < 1e-14, "{q}: {x}");
+            assert!(
+                (regularized_beta(x, 0.6, 0.6) - q).abs() < 1e-14,
+                "{q}: {x}"
+            );
         }
         // Symmetric: the median is one half, and ppf(q) = 1 - ppf(1 - q).
         assert!((beta_ppf(0.5, 0.6, 0.6) - 0.5).abs() < 1e-15);
