@@ -76,9 +76,9 @@ impl SeedSequence {
             }
         }
         for &word in entropy.iter().skip(pool_size) {
-            for dst in 0..pool_size {
+            for slot in pool.iter_mut() {
                 let hashed = hashmix(word, &mut hash_const);
-                pool[dst] = mix(pool[dst], hashed);
+                *slot = mix(*slot, hashed);
             }
         }
         SeedSequence { pool }

@@ -12,17 +12,17 @@ use tch::Tensor;
 /// that predicts a variance, which Stable Diffusion UNets do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variance {
-    FixedSmall,
-    FixedSmallLog,
-    FixedLarge,
+    Small,
+    SmallLog,
+    Large,
 }
 
 impl Variance {
     fn from_config(value: Option<&str>) -> Result<Self> {
         match value {
-            None | Some("fixed_small") => Ok(Self::FixedSmall),
-            Some("fixed_small_log") => Ok(Self::FixedSmallLog),
-            Some("fixed_large") => Ok(Self::FixedLarge),
+            None | Some("fixed_small") => Ok(Self::Small),
+            Some("fixed_small_log") => Ok(Self::SmallLog),
+            Some("fixed_large") => Ok(Self::Large),
             Some(other) => Err(EngineError::Invalid(format!(
                 "variance_type {other:?} is not supported by easel's DDPM (learned variances need \
                  a model that predicts them; diffusers' fixed_large_log takes the root of a \
@@ -144,9 +144,9 @@ impl Scheduler for Ddpm {
         let drawn = noise(&model_output.size());
         let variance = ((beta_prev / beta) * current_beta).max(1e-20);
         let scale = match self.variance {
-            Variance::FixedSmall => sqrt(variance),
-            Variance::FixedSmallLog => exp(0.5 * ln(variance)),
-            Variance::FixedLarge => sqrt(current_beta),
+            Variance::Small => sqrt(variance),
+            Variance::SmallLog => exp(0.5 * ln(variance)),
+            Variance::Large => sqrt(current_beta),
         };
         prev + drawn * f64::from(scale)
     }

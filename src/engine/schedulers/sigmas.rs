@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn sigma_to_t_inverts_the_training_sigmas() {
-        let logs: Vec<f32> = (0..10).map(|i| (i as f32 * 0.5 - 2.0)).collect();
+        let logs: Vec<f32> = (0..10).map(|i| i as f32 * 0.5 - 2.0).collect();
         // Exactly on a training sigma, halfway between two, and beyond both ends.
         assert_eq!(sigma_to_t(f64::from(logs[3]).exp(), &logs), 3.0);
         let mid = (f64::from(logs[3]) + 0.25).exp();

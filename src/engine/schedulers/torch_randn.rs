@@ -92,7 +92,7 @@ pub fn randn_values(seed: u64, count: usize) -> Vec<f32> {
         for start in (0..count - 15).step_by(16) {
             normal_fill_16(&mut data[start..start + 16]);
         }
-        if count % 16 != 0 {
+        if !count.is_multiple_of(16) {
             let tail = &mut data[count - 16..];
             for v in tail.iter_mut() {
                 *v = rng.uniform_f32();
