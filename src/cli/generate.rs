@@ -222,7 +222,9 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     // Presets (src/presets): layered under the flags given here.
     let prompt = super::preset::apply_to_generate(&mut args, prompt)?;
     let model = args.model.clone().ok_or_else(|| {
-        anyhow::anyhow!("no model: pass --model DIR (a diffusers folder), or a --preset that names one")
+        anyhow::anyhow!(
+            "no model: pass --model DIR (a diffusers folder), or a --preset that names one"
+        )
     })?;
     check_model_dir(&model)?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;

@@ -61,7 +61,7 @@ pub enum PresetCommand {
         json: bool,
     },
     /// Save the recipe flags given (or a PNG's recipe) as a preset.
-    Save(SaveArgs),
+    Save(Box<SaveArgs>),
     /// Open a preset in $VISUAL or $EDITOR (default vi); a built-in is copied to yours when changed.
     Edit { name: String },
     /// Remove one of your presets (a copy goes to easel's trash); built-ins stay.
@@ -189,7 +189,7 @@ pub fn run(args: PresetArgs) -> Result<ExitCode> {
     match args.command {
         PresetCommand::List { json } => list(&store, json, &mut warned),
         PresetCommand::Show { name, json } => show(&store, &name, json, &mut warned),
-        PresetCommand::Save(save_args) => save(&store, save_args),
+        PresetCommand::Save(save_args) => save(&store, *save_args),
         PresetCommand::Edit { name } => edit(&store, &name, &mut warned),
         PresetCommand::Rm { name } => remove(&store, &name),
         PresetCommand::Rename { old, new, force } => {
@@ -488,7 +488,10 @@ fn import(
             stem
         }
     };
-    if file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+    if file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
         bail!(
             "{} looks like a CSV file: for AUTOMATIC1111's styles.csv use `easel preset import-styles {}`",
             file.display(),
@@ -722,8 +725,21 @@ mod tests {
     #[test]
     fn flags_become_a_patch() {
         let w = Wrap::try_parse_from([
-            "x", "save", "look", "-p", "{prompt}, film", "--sampler", "Euler a", "-s", "30",
-            "-W", "640", "--tag", "a", "--tag", "b",
+            "x",
+            "save",
+            "look",
+            "-p",
+            "{prompt}, film",
+            "--sampler",
+            "Euler a",
+            "-s",
+            "30",
+            "-W",
+            "640",
+            "--tag",
+            "a",
+            "--tag",
+            "b",
         ])
         .unwrap();
         let PresetCommand::Save(s) = w.cmd else {

@@ -63,13 +63,26 @@ mod tests {
             assert!(d.len() > 20, "{name} needs a description");
             assert!(!p.tags.is_empty(), "{name} needs tags");
             let r = &p.patch;
-            assert!(r.steps.is_some() && r.cfg.is_some() && r.sampler.is_some(), "{name}");
-            assert!(r.model.is_none() && r.seed.is_none(), "{name} must not pin a model or seed");
+            assert!(
+                r.steps.is_some() && r.cfg.is_some() && r.sampler.is_some(),
+                "{name}"
+            );
+            assert!(
+                r.model.is_none() && r.seed.is_none(),
+                "{name} must not pin a model or seed"
+            );
             for side in [r.width, r.height].into_iter().flatten() {
-                assert_eq!(side % 64, 0, "{name}: sizes suit every SD model as multiples of 64");
+                assert_eq!(
+                    side % 64,
+                    0,
+                    "{name}: sizes suit every SD model as multiples of 64"
+                );
             }
             if let Some(prompt) = &r.prompt {
-                assert!(prompt.contains("{prompt}"), "{name}: say where the prompt goes");
+                assert!(
+                    prompt.contains("{prompt}"),
+                    "{name}: say where the prompt goes"
+                );
             }
         }
     }

@@ -80,7 +80,10 @@ mod tests {
         );
         assert_eq!(merge_prompt("{prompt} | {prompt}", "x"), "x | x");
         assert_eq!(merge_prompt("oil painting", "a fox"), "a fox, oil painting");
-        assert_eq!(merge_prompt("  oil painting ", " a fox "), "a fox, oil painting");
+        assert_eq!(
+            merge_prompt("  oil painting ", " a fox "),
+            "a fox, oil painting"
+        );
         assert_eq!(merge_prompt("oil painting", ""), "oil painting");
         assert_eq!(merge_prompt("", "a fox"), "a fox");
         assert_eq!(merge_prompt("{prompt}, painted", ""), ", painted");
@@ -127,7 +130,10 @@ mod tests {
         assert_eq!(r.steps, Some(30));
         let r = resolve(
             &RecipePatch::default(),
-            &[&preset(Some("{prompt}, film"), None, Default::default()), &a],
+            &[
+                &preset(Some("{prompt}, film"), None, Default::default()),
+                &a,
+            ],
             &flags,
         );
         assert_eq!(r.prompt.as_deref(), Some("photo of a fox, film"));

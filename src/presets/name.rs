@@ -82,7 +82,14 @@ mod tests {
 
     #[test]
     fn good_names_pass() {
-        for name in ["photographic", "sd15-draft", "My_Style.v2", "ölgemälde", "x", "1990s"] {
+        for name in [
+            "photographic",
+            "sd15-draft",
+            "My_Style.v2",
+            "ölgemälde",
+            "x",
+            "1990s",
+        ] {
             assert!(check_name(name).is_ok(), "{name}");
         }
         assert!(check_name(&"a".repeat(MAX_NAME_CHARS)).is_ok());
@@ -111,7 +118,10 @@ mod tests {
             assert!(msg.contains(why), "{name:?}: {msg}");
         }
         let long = "a".repeat(MAX_NAME_CHARS + 1);
-        assert!(check_name(&long).unwrap_err().to_string().contains("longer"));
+        assert!(check_name(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("longer"));
         let msg = check_name("two words").unwrap_err().to_string();
         assert!(msg.contains("\"two-words\""), "suggests a fix: {msg}");
     }

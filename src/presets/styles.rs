@@ -140,7 +140,7 @@ pub enum StyleRow {
         /// The name in the file, and the preset name made from it.
         style: String,
         name: String,
-        preset: Preset,
+        preset: Box<Preset>,
     },
     Skipped {
         line: usize,
@@ -196,7 +196,7 @@ pub fn read_styles(text: &str, file: &str) -> Result<Vec<StyleRow>> {
             continue;
         };
         let nonempty = |s: &str| (!s.trim().is_empty()).then(|| s.to_string());
-        let preset = Preset {
+        let preset = Box::new(Preset {
             description: Some(format!("AUTOMATIC1111 style {style:?}")),
             tags: vec!["a1111-style".into()],
             patch: RecipePatch {
@@ -205,7 +205,7 @@ pub fn read_styles(text: &str, file: &str) -> Result<Vec<StyleRow>> {
                 ..Default::default()
             },
             extra: toml::Table::new(),
-        };
+        });
         for earlier in out.iter_mut() {
             if let StyleRow::Style {
                 line,
@@ -254,14 +254,22 @@ mod tests {
         assert_eq!(records("a,b\n"), [["a", "b"]]);
         assert_eq!(records("a, b,  \"c, d\"\r\n"), [["a", "b", "c, d"]]);
         assert_eq!(records("\"say \"\"hi\"\"\",x"), [["say \"hi\"", "x"]]);
-        assert_eq!(records("\"two\nlines\",y\n\nz"), [vec!["two\nlines", "y"], vec!["z"]]);
+        assert_eq!(
+            records("\"two\nlines\",y\n\nz"),
+            [vec!["two\nlines", "y"], vec!["z"]]
+        );
         assert_eq!(records("a\"b,c"), [["a\"b", "c"]]);
         assert_eq!(records("\"ab\"cd,e"), [["abcd", "e"]]);
         assert_eq!(records(",\n"), [["", ""]]);
         assert_eq!(records("\u{feff}n\rx"), [["n"], ["x"]]);
         assert_eq!(records("\"a\r\nb\"\r\n"), [["a\r\nb"]]);
-        let err = parse_records("a\n\"open,b\n", "s.csv").unwrap_err().to_string();
-        assert!(err.starts_with("s.csv:2:1:") && err.contains("never closed"), "{err}");
+        let err = parse_records("a\n\"open,b\n", "s.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("s.csv:2:1:") && err.contains("never closed"),
+            "{err}"
+        );
     }
 
     #[test]
