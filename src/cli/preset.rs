@@ -671,13 +671,38 @@ fn edit(store: &PresetStore, name: &str, warned: &mut Warned) -> Result<ExitCode
     }
 }
 
-/// `easel generate --preset NAME...`: fills what the flags leave unset from the presets, in
-/// order, and styles the prompt and negative prompt with theirs. Returns the prompt to render.
+/// The `--preset` layer of `easel generate`: `below` (model defaults aside, e.g. a `--from`
+/// image's settings) < the named presets, in order < `flags`. Prompts are styled, not replaced:
+/// see `presets::resolve`. Prints the presets used (unless `quiet`) and unknown-field warnings.
+pub fn apply_presets(
+    names: &[String],
+    below: &RecipePatch,
+    flags: &RecipePatch,
+    quiet: bool,
+) -> Result<RecipePatch> {
+    let mut out = below.clone();
+    if names.is_empty() {
+        out.layer(flags);
+        return Ok(out);
+    }
+    let store = open_store()?;
+    let (patch, stack) = crate::presets::apply_named(&store, names, below, flags)?;
+    let mut warned = Warned::default();
+    for entry in &stack {
+        warned.unknown_fields(entry);
+    }
+    if !quiet {
+        eprintln!("presets: {}", names.join(", "));
+    }
+    Ok(patch)
+}
+
+/// Fills what the flags of `easel generate` leave unset from its `--preset`s and returns the
+/// prompt to render.
 pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<String> {
     if args.presets.is_empty() {
         return Ok(prompt);
     }
-    let store = open_store()?;
     let flags = RecipePatch {
         model: args.model.as_ref().map(|m| m.display().to_string()),
         prompt: Some(prompt),
@@ -690,15 +715,7 @@ pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<Stri
         height: args.height,
         batch_size: args.batch,
     };
-    let (r, stack) =
-        crate::presets::apply_named(&store, &args.presets, &RecipePatch::default(), &flags)?;
-    let mut warned = Warned::default();
-    for entry in &stack {
-        warned.unknown_fields(entry);
-    }
-    if !args.json {
-        eprintln!("presets: {}", args.presets.join(", "));
-    }
+    let r = apply_presets(&args.presets, &RecipePatch::default(), &flags, args.json)?;
     args.model = r.model.map(PathBuf::from);
     args.negative = r.negative_prompt;
     args.sampler = r.sampler;
@@ -756,6 +773,22 @@ mod tests {
             ..p
         };
         assert!(check_patch(&bad).unwrap_err().to_string().contains("steps"));
+    }
+
+    #[test]
+    fn without_presets_the_flags_layer_over_what_is_below() {
+        let below = RecipePatch {
+            prompt: Some("from an image".into()),
+            steps: Some(40),
+            ..Default::default()
+        };
+        let flags = RecipePatch {
+            steps: Some(8),
+            ..Default::default()
+        };
+        let r = apply_presets(&[], &below, &flags, true).unwrap();
+        assert_eq!(r.prompt.as_deref(), Some("from an image"));
+        assert_eq!(r.steps, Some(8));
     }
 
     #[test]
