@@ -3,7 +3,7 @@ use super::interrupt::{self, CANCELLED_EXIT};
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
+use crate::engine::pipeline::{ModelDefaults, StableDiffusion, TextToImage};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
@@ -34,6 +34,11 @@ random one is chosen, printed, and recorded in every PNG.
 
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
 as JSON under the keyword `easel`.
+
+Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
+\\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
+several chunks. A textual-inversion embedding is used by its name (its file name without
+.safetensors) from the --embeddings folder.
 
 Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
 
@@ -99,6 +104,21 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "T", default_value = "auto")]
     pub dtype: DtypeChoice,
 
+    /// AUTOMATIC1111's clip skip: 1 uses the text encoder's last layer, 2 the one before it
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+
+    /// Guidance rescale, 0 (off) to 1, as diffusers' guidance_rescale: tames the washed-out or
+    /// over-exposed look of high guidance (0.7 is typical) [default: 0].
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
+
+    /// A folder of textual-inversion embeddings (.safetensors) that prompts use by name
+    /// [default: embeddings/ in easel's config folder, when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub embeddings: Option<PathBuf>,
+
     /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +147,7 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
     recipe::check_batch(args.batch.unwrap_or(1))?;
+    recipe::check_guidance_rescale(args.guidance_rescale.unwrap_or(0.0))?;
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -151,6 +172,25 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The textual-inversion folders a render may use: `--embeddings DIR` (which must exist), else
+/// the config folder's embeddings/ when it exists.
+pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = arg {
+        if !dir.is_dir() {
+            bail!(
+                "embeddings folder {} does not exist: pass --embeddings with a folder of .safetensors embeddings",
+                dir.display()
+            );
+        }
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(crate::paths::Paths::discover()
+        .map(|p| p.embeddings())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect())
 }
 
 /// The name A1111's `Model:` field shows: the model folder's own name.
@@ -201,6 +241,8 @@ pub fn build_recipe(
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
+        clip_skip: args.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
+        guidance_rescale: args.guidance_rescale.unwrap_or(0.0),
     };
     recipe.validate()?;
     Ok(recipe)
@@ -227,6 +269,7 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
         )
     })?;
     check_model_dir(&model)?;
+    let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let seed = match args.seed {
         Some(s) => s,
@@ -265,7 +308,11 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     }
 
     let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-    let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+    let request = TextToImage {
+        embeddings,
+        ..recipe.to_request()
+    };
+    let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
     reporter.finish();
     let output = match result {
         Err(EngineError::Cancelled) => return Ok(cancelled()),
@@ -361,6 +408,7 @@ mod tests {
         assert!(check(&["--batch", "65"]).contains("batch"));
         assert!(check(&["--width", "0"]).contains("width"));
         assert!(check(&["--height", "0"]).contains("height"));
+        assert!(check(&["--guidance-rescale", "1.5"]).contains("guidance rescale"));
         for bad in [
             &["--sampler", "dpm9"][..],
             &["--device", "tpu"],
@@ -408,6 +456,25 @@ mod tests {
         assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
+        assert_eq!((r.clip_skip, r.guidance_rescale), (1, 0.0));
+        let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
+        assert_eq!((r.clip_skip, r.guidance_rescale), (2, 0.7));
+    }
+
+    #[test]
+    fn embeddings_folder_given_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            embeddings_dirs(Some(dir.path())).unwrap(),
+            vec![dir.path().to_path_buf()]
+        );
+        let missing = dir.path().join("nope");
+        let err = embeddings_dirs(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
