@@ -138,6 +138,8 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         index: 1,
         device: "cpu".into(),
         dtype: "fp32".into(),
+        loras: Vec::new(),
+        vae: None,
     }
 }
 

@@ -8,7 +8,9 @@ use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
-use crate::recipe::{self, Recipe, RecipeError, SCHEMA_VERSION};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::LoadOptions;
+use crate::recipe::{self, Recipe, RecipeError, RecipeLora, SCHEMA_VERSION};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -44,9 +46,19 @@ pub struct GenerateArgs {
     #[arg(value_name = "PROMPT")]
     pub prompt: Option<String>,
 
-    /// The model: a diffusers folder (with model_index.json).
-    #[arg(short, long, value_name = "DIR")]
+    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
+    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
+    #[arg(short, long, value_name = "PATH")]
     pub model: PathBuf,
+
+    /// A LoRA to fuse into the model, with its weight (default 1); repeatable. Prompt tags
+    /// `<lora:NAME:WEIGHT>` add LoRAs from the `loras` folder of easel's config folder.
+    #[arg(long = "lora", value_name = "PATH[:WEIGHT]", value_parser = parse_lora)]
+    pub loras: Vec<RecipeLora>,
+
+    /// A VAE replacing the model's: a diffusers VAE folder or a `.safetensors` file.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
     #[arg(
@@ -136,13 +148,70 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     Ok(())
 }
 
-/// A clear error for a model path that cannot be a diffusers folder.
+/// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
+pub fn parse_lora(arg: &str) -> std::result::Result<RecipeLora, String> {
+    let (path, weight) = match arg.rsplit_once(':') {
+        Some((p, w)) if !p.is_empty() && w.trim().parse::<f64>().is_ok() => {
+            (p, w.trim().parse::<f64>().unwrap_or(1.0))
+        }
+        _ => (arg, 1.0),
+    };
+    if path.is_empty() || !weight.is_finite() {
+        return Err(format!("{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"));
+    }
+    Ok(RecipeLora {
+        path: path.to_string(),
+        weight,
+    })
+}
+
+/// The LoRAs of a render: `--lora` ones, then those the prompt's `<lora:NAME:W>` tags name,
+/// found as NAME.safetensors in `lora_dir`.
+pub fn resolve_loras(
+    flags: &[RecipeLora],
+    prompt: &str,
+    lora_dir: Option<&Path>,
+) -> Result<Vec<LoraSpec>> {
+    let mut specs: Vec<LoraSpec> = flags
+        .iter()
+        .map(|l| LoraSpec {
+            path: PathBuf::from(&l.path),
+            weight: l.weight,
+        })
+        .collect();
+    for tag in prompt_tags(prompt) {
+        let Some(dir) = lora_dir else {
+            bail!("the prompt asks for <lora:{}>, but easel has no config folder to look in: set EASEL_HOME", tag.name);
+        };
+        let path = dir.join(format!("{}.safetensors", tag.name));
+        if !path.is_file() {
+            bail!(
+                "the prompt asks for <lora:{}>, but {} does not exist: put the LoRA there, or pass it with --lora PATH:WEIGHT",
+                tag.name,
+                path.display()
+            );
+        }
+        specs.push(LoraSpec {
+            path,
+            weight: tag.weight,
+        });
+    }
+    Ok(specs)
+}
+
+/// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
+        return Err(e.into());
+    }
     if !dir.exists() {
         bail!(
-            "model folder {} does not exist: pass --model with a diffusers folder (one holding model_index.json)",
+            "model {} does not exist: pass --model with a diffusers folder (one holding model_index.json) or a .safetensors checkpoint",
             dir.display()
         );
+    }
+    if dir.is_file() {
+        return Ok(());
     }
     if !dir.join("model_index.json").is_file() {
         bail!(
@@ -153,14 +222,15 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The name A1111's `Model:` field shows: the model folder's own name.
+/// The name A1111's `Model:` field shows: the model folder's own name, or the file's stem.
 pub fn model_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .ok()
-        .as_deref()
-        .unwrap_or(dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let path = dir.canonicalize().ok().unwrap_or_else(|| dir.to_path_buf());
+    let name = if path.is_file() {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string())
 }
 
@@ -197,6 +267,8 @@ pub fn build_recipe(
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
+        loras: args.loras.clone(),
+        vae: args.vae.as_ref().map(|p| p.display().to_string()),
     };
     recipe.validate()?;
     Ok(recipe)
@@ -232,8 +304,14 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         device_name(device),
         kind_name(kind)
     );
-    let sd = StableDiffusion::load(&args.model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let lora_dir = crate::paths::Paths::discover().ok().map(|p| p.loras());
+    let options = LoadOptions {
+        loras: resolve_loras(&args.loras, &prompt, lora_dir.as_deref())?,
+        vae: args.vae.clone(),
+        config: None,
+    };
+    let sd = StableDiffusion::load_with(&args.model, device, kind, &options)
+        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let recipe = build_recipe(
         &args,
@@ -364,6 +442,49 @@ mod tests {
     }
 
     #[test]
+    fn loras_from_flags_and_prompt_tags() {
+        let a = parse(&["--lora", "a.safetensors:0.5", "--lora", "dir/b.safetensors"]).unwrap();
+        assert_eq!(
+            a.loras,
+            vec![
+                RecipeLora {
+                    path: "a.safetensors".into(),
+                    weight: 0.5
+                },
+                RecipeLora {
+                    path: "dir/b.safetensors".into(),
+                    weight: 1.0
+                }
+            ]
+        );
+        assert!(parse(&["--lora", ":0.5"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ink.safetensors"), b"").unwrap();
+        let specs = resolve_loras(&a.loras, "a fox <lora:ink:-0.3>", Some(dir.path())).unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[2].path, dir.path().join("ink.safetensors"));
+        assert_eq!(specs[2].weight, -0.3);
+        let err = resolve_loras(&[], "<lora:nope:1>", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.safetensors") && err.contains("--lora"), "{err}");
+        let r = build_recipe(
+            &a,
+            "a fox".into(),
+            1,
+            &ModelDefaults {
+                width: 64,
+                height: 64,
+            },
+            "cpu",
+            "fp32",
+        )
+        .unwrap();
+        assert_eq!(r.loras, a.loras);
+        assert!(Recipe::from_json(&r.to_json()).unwrap().loras == a.loras);
+    }
+
+    #[test]
     fn prompt_from_argument_or_stdin() {
         let mut empty = std::io::empty();
         assert_eq!(resolve_prompt(Some("a fox"), &mut empty).unwrap(), "a fox");
@@ -398,6 +519,12 @@ mod tests {
         let model = dir.path().join("my-model");
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
+        let err = check_model_dir(&dir.path().join("old.ckpt")).unwrap_err().to_string();
+        assert!(err.contains("pickle"), "{err}");
+        let file = dir.path().join("dreamy.safetensors");
+        std::fs::write(&file, b"").unwrap();
+        assert!(check_model_dir(&file).is_ok());
+        assert_eq!(model_name(&file), "dreamy");
         std::fs::create_dir(&model).unwrap();
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("model_index.json"), "{err}");

@@ -96,6 +96,8 @@ mod tests {
             index: 0,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            loras: Vec::new(),
+            vae: None,
         }
     }
 

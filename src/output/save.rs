@@ -79,6 +79,8 @@ mod tests {
             index,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            loras: Vec::new(),
+            vae: None,
         }
     }
 
