@@ -26,7 +26,9 @@ pub fn checkpoint_cache() -> PathBuf {
             .unwrap_or_else(|| {
                 std::env::var_os("XDG_CACHE_HOME")
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+                    .unwrap_or_else(|| {
+                        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache")
+                    })
                     .join("easel")
             });
         let dir = cache.join("fixtures").join("checkpoint-v1");
@@ -108,8 +110,12 @@ fn assert_same_weights(ckpt: &Checkpoint, folder: &Path, components: &[&str]) {
         let mut got: Vec<String> = mapped.names().map(norm).collect();
         want.sort();
         got.sort();
-        assert_eq!(got, want, "{component}: the mapped names are diffusers' names");
-        let by_norm: BTreeMap<String, String> = expected.names().map(|n| (norm(n), n.to_string())).collect();
+        assert_eq!(
+            got, want,
+            "{component}: the mapped names are diffusers' names"
+        );
+        let by_norm: BTreeMap<String, String> =
+            expected.names().map(|n| (norm(n), n.to_string())).collect();
         for name in mapped.names() {
             let a = mapped.read_raw(name).unwrap();
             let b = expected.read_raw(&by_norm[&norm(name)]).unwrap();
@@ -153,7 +159,10 @@ fn sd2_layout_maps_to_diffusers_names_and_weights() {
     let dir = checkpoint_cache();
     let ckpt = Checkpoint::open(&dir.join("sd2.safetensors"), Some(&dir.join("sd2"))).unwrap();
     assert_eq!(ckpt.version(), Version::Sd2);
-    assert!(ckpt.detected().v_prediction, "SD 2.x means 2.1's v-prediction, as in diffusers");
+    assert!(
+        ckpt.detected().v_prediction,
+        "SD 2.x means 2.1's v-prediction, as in diffusers"
+    );
     assert_same_weights(&ckpt, &dir.join("sd2"), &["unet", "vae", "text_encoder"]);
     let tokenizer = ckpt.tokenizer("tokenizer").unwrap();
     assert_eq!(tokenizer.pad_id(), 0, "SD 2.x pads with '!'");
@@ -192,7 +201,12 @@ fn without_a_config_folder_the_standard_configs_fill_in() {
     for (file, version, cross, scheduler) in [
         ("sd1.safetensors", Version::Sd1, 768, "PNDMScheduler"),
         ("sd2.safetensors", Version::Sd2, 1024, "DDIMScheduler"),
-        ("sdxl.safetensors", Version::Sdxl, 2048, "EulerDiscreteScheduler"),
+        (
+            "sdxl.safetensors",
+            Version::Sdxl,
+            2048,
+            "EulerDiscreteScheduler",
+        ),
     ] {
         let ckpt = Checkpoint::open(&dir.join(file), None).unwrap();
         assert_eq!(ckpt.version(), version);
@@ -201,7 +215,11 @@ fn without_a_config_folder_the_standard_configs_fill_in() {
         assert_eq!(unet["in_channels"], 4);
         let sched = ckpt.config("scheduler", "scheduler_config.json").unwrap();
         assert_eq!(sched["_class_name"], scheduler);
-        let expected_prediction = if version == Version::Sd2 { "v_prediction" } else { "epsilon" };
+        let expected_prediction = if version == Version::Sd2 {
+            "v_prediction"
+        } else {
+            "epsilon"
+        };
         assert_eq!(
             sched["prediction_type"].as_str().unwrap_or("epsilon"),
             expected_prediction
@@ -210,13 +228,19 @@ fn without_a_config_folder_the_standard_configs_fill_in() {
         let folder_like = easel::engine::loader::ModelSource::SingleFile(ckpt);
         if version != Version::Sdxl {
             folder_like
-                .config("unet", "config.json", |c: &easel::engine::models::unet_config::UNetConfig| {
-                    c.layout().map(|_| ())
-                })
+                .config(
+                    "unet",
+                    "config.json",
+                    |c: &easel::engine::models::unet_config::UNetConfig| c.layout().map(|_| ()),
+                )
                 .unwrap();
         }
         folder_like
-            .config("vae", "config.json", easel::engine::models::vae_config::VaeConfig::validate)
+            .config(
+                "vae",
+                "config.json",
+                easel::engine::models::vae_config::VaeConfig::validate,
+            )
             .unwrap();
         folder_like
             .config(
@@ -231,10 +255,15 @@ fn without_a_config_folder_the_standard_configs_fill_in() {
         easel::engine::schedulers::SchedulerConfig::from_json(&text).unwrap();
     }
     // the tiny SD 1.x file does not fit SD 1.5's real shapes: every problem is reported
-    let err = StableDiffusion::load_with(&dir.join("sd1.safetensors"), Device::Cpu, Kind::Float, &LoadOptions::default())
-        .err()
-        .expect("tiny weights do not fit the standard config")
-        .to_string();
+    let err = StableDiffusion::load_with(
+        &dir.join("sd1.safetensors"),
+        Device::Cpu,
+        Kind::Float,
+        &LoadOptions::default(),
+    )
+    .err()
+    .expect("tiny weights do not fit the standard config")
+    .to_string();
     assert!(err.contains("has shape"), "{err}");
 }
 
@@ -247,23 +276,55 @@ fn shapes(entries: &[(&str, &[i64])]) -> BTreeMap<String, Vec<i64>> {
 
 #[test]
 fn versions_are_detected_from_the_keys() {
-    let conv = |c: i64| ("model.diffusion_model.input_blocks.0.0.weight", vec![320, c, 3, 3]);
+    let conv = |c: i64| {
+        (
+            "model.diffusion_model.input_blocks.0.0.weight",
+            vec![320, c, 3, 3],
+        )
+    };
     let with = |extra: &[(&str, &[i64])], channels: i64| {
         let (k, s) = conv(channels);
         let mut m = shapes(extra);
         m.insert(k.into(), s);
         detect(&m)
     };
-    let sd1 = with(&[("cond_stage_model.transformer.text_model.final_layer_norm.weight", &[768])], 4).unwrap();
+    let sd1 = with(
+        &[(
+            "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+            &[768],
+        )],
+        4,
+    )
+    .unwrap();
     assert_eq!((sd1.version, sd1.inpainting), (Version::Sd1, false));
-    let inpaint = with(&[("cond_stage_model.transformer.text_model.final_layer_norm.weight", &[768])], 9).unwrap();
+    let inpaint = with(
+        &[(
+            "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+            &[768],
+        )],
+        9,
+    )
+    .unwrap();
     assert_eq!((inpaint.version, inpaint.inpainting), (Version::Sd1, true));
-    let sd2 = with(&[("cond_stage_model.model.token_embedding.weight", &[49408, 1024])], 4).unwrap();
+    let sd2 = with(
+        &[(
+            "cond_stage_model.model.token_embedding.weight",
+            &[49408, 1024],
+        )],
+        4,
+    )
+    .unwrap();
     assert_eq!((sd2.version, sd2.v_prediction), (Version::Sd2, true));
     let sd2_by_unet = with(
         &[
-            ("cond_stage_model.transformer.text_model.final_layer_norm.weight", &[1024]),
-            ("model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight", &[320, 1024]),
+            (
+                "cond_stage_model.transformer.text_model.final_layer_norm.weight",
+                &[1024],
+            ),
+            (
+                "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight",
+                &[320, 1024],
+            ),
         ],
         4,
     )
@@ -271,14 +332,26 @@ fn versions_are_detected_from_the_keys() {
     assert_eq!(sd2_by_unet.version, Version::Sd2);
     let xl = with(
         &[
-            ("conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", &[768]),
-            ("conditioner.embedders.1.model.positional_embedding", &[77, 1280]),
+            (
+                "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+                &[768],
+            ),
+            (
+                "conditioner.embedders.1.model.positional_embedding",
+                &[77, 1280],
+            ),
         ],
         4,
     )
     .unwrap();
     assert_eq!(xl.version, Version::Sdxl);
-    let refiner = with(&[("conditioner.embedders.0.model.text_projection", &[1280, 1280])], 4);
+    let refiner = with(
+        &[(
+            "conditioner.embedders.0.model.text_projection",
+            &[1280, 1280],
+        )],
+        4,
+    );
     assert!(refiner.unwrap_err().to_string().contains("refiner"));
     let lora = detect(&shapes(&[("lora_unet_x.lora_down.weight", &[4, 32])]));
     assert!(lora.unwrap_err().to_string().contains("--lora"));
@@ -295,7 +368,10 @@ fn pickle_files_are_refused_with_how_to_convert() {
             .expect("pickles never load")
             .to_string();
         assert!(err.contains("can run any code"), "{err}");
-        assert!(err.contains("safetensors") && err.contains("weights_only=True"), "{err}");
+        assert!(
+            err.contains("safetensors") && err.contains("weights_only=True"),
+            "{err}"
+        );
         let lora = LoadOptions {
             loras: vec![easel::engine::lora::LoraSpec {
                 path: path.clone(),
@@ -317,13 +393,22 @@ fn a_swapped_vae_renders_the_diffusers_image() {
     let reference = Reference::open("checkpoint/checkpoint.safetensors");
     let dir = checkpoint_cache();
     let mut images = Vec::new();
-    for vae in [dir.join("vae2"), dir.join("vae2-ldm.safetensors"), dir.join("vae2/diffusion_pytorch_model.safetensors")] {
+    for vae in [
+        dir.join("vae2"),
+        dir.join("vae2-ldm.safetensors"),
+        dir.join("vae2/diffusion_pytorch_model.safetensors"),
+    ] {
         let options = LoadOptions {
             vae: Some(vae.clone()),
             ..Default::default()
         };
         let image = render(&load(&tiny_sd1(), &options), "vae_swap");
-        assert_close(&vae.display().to_string(), &image, &reference.get("vae_swap"), 1e-3);
+        assert_close(
+            &vae.display().to_string(),
+            &image,
+            &reference.get("vae_swap"),
+            1e-3,
+        );
         images.push(image);
     }
     // and with a single-file checkpoint

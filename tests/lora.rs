@@ -63,7 +63,8 @@ fn load(loras: Vec<LoraSpec>) -> Result<StableDiffusion, String> {
         loras,
         ..Default::default()
     };
-    StableDiffusion::load_with(&tiny_sd1(), Device::Cpu, Kind::Float, &options).map_err(|e| e.to_string())
+    StableDiffusion::load_with(&tiny_sd1(), Device::Cpu, Kind::Float, &options)
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -81,7 +82,10 @@ fn fused_loras_render_the_diffusers_images() {
         assert_close(name, &image, &reference.get(name), 1e-3);
         // the LoRA visibly changes the image, so the comparison above means something
         let moved = (&image - &base).abs().max().double_value(&[]);
-        assert!(moved > 0.05, "{name}: the LoRA changed the image by only {moved}");
+        assert!(
+            moved > 0.05,
+            "{name}: the LoRA changed the image by only {moved}"
+        );
     }
 }
 
@@ -91,15 +95,24 @@ fn unloading_restores_the_base_model_bit_for_bit() {
     let cases = cases();
     let c = &cases["lora_two"];
     let base = render(&load(vec![]).unwrap(), c);
-    let two = vec![lora("peft.safetensors", 0.8), lora("locon.safetensors", -0.6)];
+    let two = vec![
+        lora("peft.safetensors", 0.8),
+        lora("locon.safetensors", -0.6),
+    ];
     let mut model = load(two.clone()).unwrap();
     let with_loras = render(&model, c);
     assert!(!with_loras.equal(&base));
     model.set_loras(&[]).unwrap();
     assert!(model.loras().is_empty());
-    assert!(render(&model, c).equal(&base), "unloading restores the base weights exactly");
+    assert!(
+        render(&model, c).equal(&base),
+        "unloading restores the base weights exactly"
+    );
     model.set_loras(&two).unwrap();
-    assert!(render(&model, c).equal(&with_loras), "loading again gives the same image");
+    assert!(
+        render(&model, c).equal(&with_loras),
+        "loading again gives the same image"
+    );
 }
 
 #[test]
@@ -117,10 +130,12 @@ fn a_lora_on_a_single_file_checkpoint_matches_the_folder() {
         .join("fixtures/checkpoint-v1/sd1.safetensors");
     if !cache.is_file() {
         // tests/checkpoint.rs makes the cached checkpoint; make it here too when run alone
-        let status = std::process::Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"))
-            .args(["--only", "checkpoint_files"])
-            .status()
-            .expect("scripts/make-fixtures runs");
+        let status = std::process::Command::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"),
+        )
+        .args(["--only", "checkpoint_files"])
+        .status()
+        .expect("scripts/make-fixtures runs");
         assert!(status.success());
     }
     let options = LoadOptions {
@@ -130,7 +145,12 @@ fn a_lora_on_a_single_file_checkpoint_matches_the_folder() {
     };
     let model = StableDiffusion::load_with(&cache, Device::Cpu, Kind::Float, &options).unwrap();
     let image = render(&model, &cases()["lora_kohya"]);
-    assert_close("single file + LoRA", &image, &reference.get("lora_kohya"), 1e-3);
+    assert_close(
+        "single file + LoRA",
+        &image,
+        &reference.get("lora_kohya"),
+        1e-3,
+    );
 }
 
 #[test]
@@ -138,10 +158,17 @@ fn loras_that_do_not_fit_are_refused_by_name() {
     let tmp = scratch();
     // a module the model does not have
     let renamed = tmp.path().join("renamed.safetensors");
-    std::fs::copy(reference_path("checkpoint/lora/kohya.safetensors"), &renamed).unwrap();
+    std::fs::copy(
+        reference_path("checkpoint/lora/kohya.safetensors"),
+        &renamed,
+    )
+    .unwrap();
     edit_safetensors(&renamed, |tensors| {
         for (name, _) in tensors.iter_mut() {
-            *name = name.replace("lora_unet_down_blocks_0_attentions_0", "lora_unet_down_blocks_9_attentions_0");
+            *name = name.replace(
+                "lora_unet_down_blocks_0_attentions_0",
+                "lora_unet_down_blocks_9_attentions_0",
+            );
         }
     });
     let err = load(vec![LoraSpec {
@@ -150,18 +177,32 @@ fn loras_that_do_not_fit_are_refused_by_name() {
     }])
     .err()
     .expect("a LoRA for another model is refused");
-    assert!(err.contains("down_blocks_9_attentions_0") && err.contains("another model"), "{err}");
+    assert!(
+        err.contains("down_blocks_9_attentions_0") && err.contains("another model"),
+        "{err}"
+    );
     // an SDXL LoRA's second text encoder
     let xl = tmp.path().join("xl.safetensors");
     Tensor::write_safetensors(
         &[
-            ("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight", Tensor::zeros([2, 32], (Kind::Float, Device::Cpu))),
-            ("lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight", Tensor::zeros([37, 2], (Kind::Float, Device::Cpu))),
+            (
+                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                Tensor::zeros([2, 32], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
+                Tensor::zeros([37, 2], (Kind::Float, Device::Cpu)),
+            ),
         ],
         &xl,
     )
     .unwrap();
-    let err = load(vec![LoraSpec { path: xl, weight: 1.0 }]).err().unwrap();
+    let err = load(vec![LoraSpec {
+        path: xl,
+        weight: 1.0,
+    }])
+    .err()
+    .unwrap();
     assert!(err.contains("text_encoder_2"), "{err}");
     // not a LoRA at all
     let err = load(vec![LoraSpec {

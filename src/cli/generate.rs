@@ -3,13 +3,13 @@ use super::interrupt::{self, CANCELLED_EXIT};
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::LoadOptions;
 use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
-use crate::engine::lora::{prompt_tags, LoraSpec};
-use crate::engine::pipeline::LoadOptions;
 use crate::recipe::{self, Recipe, RecipeError, RecipeLora, SCHEMA_VERSION};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
@@ -50,6 +50,11 @@ pub struct GenerateArgs {
     /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
     #[arg(short, long, value_name = "PATH")]
     pub model: PathBuf,
+
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
+    /// standard ones easel picks from the checkpoint's keys (as diffusers' `config=`).
+    #[arg(long, value_name = "DIR")]
+    pub model_config: Option<PathBuf>,
 
     /// A LoRA to fuse into the model, with its weight (default 1); repeatable. Prompt tags
     /// `<lora:NAME:WEIGHT>` add LoRAs from the `loras` folder of easel's config folder.
@@ -151,13 +156,15 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
 /// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
 pub fn parse_lora(arg: &str) -> std::result::Result<RecipeLora, String> {
     let (path, weight) = match arg.rsplit_once(':') {
-        Some((p, w)) if !p.is_empty() && w.trim().parse::<f64>().is_ok() => {
+        Some((p, w)) if w.trim().parse::<f64>().is_ok() => {
             (p, w.trim().parse::<f64>().unwrap_or(1.0))
         }
         _ => (arg, 1.0),
     };
     if path.is_empty() || !weight.is_finite() {
-        return Err(format!("{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"));
+        return Err(format!(
+            "{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"
+        ));
     }
     Ok(RecipeLora {
         path: path.to_string(),
@@ -308,7 +315,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let options = LoadOptions {
         loras: resolve_loras(&args.loras, &prompt, lora_dir.as_deref())?,
         vae: args.vae.clone(),
-        config: None,
+        config: args.model_config.clone(),
     };
     let sd = StableDiffusion::load_with(&args.model, device, kind, &options)
         .with_context(|| format!("cannot load the model {}", args.model.display()))?;
@@ -467,7 +474,10 @@ mod tests {
         let err = resolve_loras(&[], "<lora:nope:1>", Some(dir.path()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("nope.safetensors") && err.contains("--lora"), "{err}");
+        assert!(
+            err.contains("nope.safetensors") && err.contains("--lora"),
+            "{err}"
+        );
         let r = build_recipe(
             &a,
             "a fox".into(),
@@ -519,7 +529,9 @@ mod tests {
         let model = dir.path().join("my-model");
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
-        let err = check_model_dir(&dir.path().join("old.ckpt")).unwrap_err().to_string();
+        let err = check_model_dir(&dir.path().join("old.ckpt"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pickle"), "{err}");
         let file = dir.path().join("dreamy.safetensors");
         std::fs::write(&file, b"").unwrap();

@@ -250,7 +250,12 @@ impl VaeOverride {
         Ok((model_config.to_string(), self.path.clone()))
     }
 
-    pub fn weights(&self, config: &serde_json::Value, device: Device, kind: Kind) -> Result<Weights> {
+    pub fn weights(
+        &self,
+        config: &serde_json::Value,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Weights> {
         if let Some(e) = super::checkpoint::refuse_pickle(&self.path) {
             return Err(e);
         }

@@ -1,7 +1,7 @@
 //! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
-use super::error::{EngineError, Result};
 use super::checkpoint::Version;
+use super::error::{EngineError, Result};
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;

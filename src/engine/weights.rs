@@ -35,7 +35,10 @@ struct Entry {
 pub enum View {
     Whole,
     /// Rows `start..start+count` of the first dimension (a fused q/k/v projection's parts).
-    Rows { start: i64, count: i64 },
+    Rows {
+        start: i64,
+        count: i64,
+    },
     /// The same data under another shape (1x1 convolutions served as linear weights).
     Reshape(Vec<i64>),
     /// A matrix's transpose (OpenCLIP's `text_projection`).
@@ -223,7 +226,13 @@ impl Weights {
                 },
             );
         }
-        Ok(Self::from_parts(vec![file], entries, device, kind, location))
+        Ok(Self::from_parts(
+            vec![file],
+            entries,
+            device,
+            kind,
+            location,
+        ))
     }
 
     /// Adds `patch`'s deltas to the tensors it names as they are taken (LoRAs, fused at load).

@@ -42,9 +42,10 @@ impl Shape {
                 })
                 .unwrap_or_default()
         };
-        let with_projection = config["architectures"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|s| s.as_str() == Some("CLIPTextModelWithProjection")));
+        let with_projection = config["architectures"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|s| s.as_str() == Some("CLIPTextModelWithProjection"))
+        });
         Shape {
             layers_per_block: int("layers_per_block"),
             up_block_types: strings("up_block_types"),

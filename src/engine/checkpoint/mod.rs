@@ -189,7 +189,8 @@ impl Checkpoint {
     pub fn config_text(&self, component: &str, file: &str) -> Result<String> {
         if let Some(dir) = &self.config_dir {
             let path = dir.join(component).join(file);
-            return std::fs::read_to_string(&path).map_err(|source| EngineError::Io { path, source });
+            return std::fs::read_to_string(&path)
+                .map_err(|source| EngineError::Io { path, source });
         }
         let text = standard_config(self.version(), component).ok_or_else(|| {
             EngineError::Invalid(format!(
@@ -326,16 +327,31 @@ pub fn standard_config(version: Version, component: &str) -> Option<&'static str
 }
 
 /// A standalone VAE file's weights by diffusers' names, whichever naming it uses.
-pub fn vae_file_weights(path: &Path, config: &Value, device: Device, kind: Kind) -> Result<Weights> {
+pub fn vae_file_weights(
+    path: &Path,
+    config: &Value,
+    device: Device,
+    kind: Kind,
+) -> Result<Weights> {
     let header = Weights::open(&[path.to_path_buf()], Device::Cpu, Kind::Float)?;
     let diffusers_names = header
         .names()
         .any(|n| n.contains(".down_blocks.") || n.contains(".mid_block."));
-    if diffusers_names && !header.names().any(|n| n.contains('.') && !n.starts_with("encoder.") && !n.starts_with("decoder.") && !n.starts_with("quant_conv.") && !n.starts_with("post_quant_conv.")) {
+    if diffusers_names
+        && !header.names().any(|n| {
+            n.contains('.')
+                && !n.starts_with("encoder.")
+                && !n.starts_with("decoder.")
+                && !n.starts_with("quant_conv.")
+                && !n.starts_with("post_quant_conv.")
+        })
+    {
         return Weights::open(&[path.to_path_buf()], device, kind);
     }
     let shape = Shape::from_config(config);
-    let has_prefix = header.names().any(|n| VAE_PREFIXES.iter().any(|p| n.starts_with(p)));
+    let has_prefix = header
+        .names()
+        .any(|n| VAE_PREFIXES.iter().any(|p| n.starts_with(p)));
     let mut renames = Vec::new();
     let mut unknown = Vec::new();
     for source in header.names() {

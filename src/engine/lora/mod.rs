@@ -74,7 +74,11 @@ impl LoraSet {
 
     /// Components the LoRAs touch.
     pub fn components(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.pairs.iter().map(|(_, p)| p.component.clone()).collect();
+        let mut v: Vec<String> = self
+            .pairs
+            .iter()
+            .map(|(_, p)| p.component.clone())
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -94,7 +98,11 @@ impl LoraSet {
                 continue;
             };
             let bare = module.strip_prefix("text_model.").unwrap_or(module);
-            for m in [module.to_string(), bare.to_string(), format!("text_model.{bare}")] {
+            for m in [
+                module.to_string(),
+                bare.to_string(),
+                format!("text_model.{bare}"),
+            ] {
                 underscored
                     .entry(m.replace('.', "_"))
                     .or_insert_with(|| name.to_string());
@@ -118,7 +126,10 @@ impl LoraSet {
                 continue;
             };
             let shape = weights.shape_of(target).unwrap_or_default();
-            let (out, inner) = (pair.up.size()[0], pair.down.numel() as i64 / pair.down.size()[0]);
+            let (out, inner) = (
+                pair.up.size()[0],
+                pair.down.numel() as i64 / pair.down.size()[0],
+            );
             let fits = shape.first() == Some(&out)
                 && shape.iter().skip(1).product::<i64>() == inner
                 && pair.up.numel() as i64 == out * pair.down.size()[0];
@@ -292,7 +303,10 @@ fn peft_down(name: &str) -> Option<(&str, &'static str)> {
     [
         (".lora_A.weight", ".lora_B.weight"),
         (".lora.down.weight", ".lora.up.weight"),
-        (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"),
+        (
+            ".lora_linear_layer.down.weight",
+            ".lora_linear_layer.up.weight",
+        ),
         ("_lora.down.weight", "_lora.up.weight"),
     ]
     .iter()
@@ -301,7 +315,11 @@ fn peft_down(name: &str) -> Option<(&str, &'static str)> {
 
 /// `lora_alpha` from diffusers' `lora_adapter_metadata` (per component, with PEFT's
 /// `alpha_pattern` overrides by module-name suffix).
-fn peft_alpha(metadata: &BTreeMap<String, serde_json::Value>, component: &str, module: &str) -> Option<f64> {
+fn peft_alpha(
+    metadata: &BTreeMap<String, serde_json::Value>,
+    component: &str,
+    module: &str,
+) -> Option<f64> {
     let get = |key: &str| metadata.get(&format!("{component}.{key}"));
     if let Some(pattern) = get("alpha_pattern").and_then(|p| p.as_object()) {
         if let Some(a) = pattern
