@@ -220,3 +220,86 @@ fn loras_that_do_not_fit_are_refused_by_name() {
     .unwrap();
     assert!(err.contains("does not exist"), "{err}");
 }
+
+/// kohya's SDXL trainer names UNet modules in the original layout (`input_blocks_4_1_...`,
+/// `..._in_layers_2`): the same LoRAs renamed so load to the same weights.
+#[test]
+fn kohya_names_in_the_original_unet_layout_resolve() {
+    let _guard = tch::no_grad_guard();
+    let cache = std::env::var_os("EASEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+                .join("easel")
+        })
+        .join("fixtures/checkpoint-v1/sd1.safetensors");
+    if !cache.is_file() {
+        let status = std::process::Command::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"),
+        )
+        .args(["--only", "checkpoint_files"])
+        .status()
+        .expect("scripts/make-fixtures runs");
+        assert!(status.success());
+    }
+    // diffusers name -> original name, both as kohya spells modules, from the checkpoint mapping
+    let ckpt = easel::engine::checkpoint::Checkpoint::open(&cache, Some(&tiny_sd1())).unwrap();
+    let to_ldm: BTreeMap<String, String> = ckpt
+        .renames("unet")
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| {
+            let name = r.name.strip_suffix(".weight")?.replace('.', "_");
+            let source = r
+                .source
+                .strip_prefix("model.diffusion_model.")?
+                .strip_suffix(".weight")?
+                .replace('.', "_");
+            Some((name, source))
+        })
+        .collect();
+    let tmp = scratch();
+    let mut renamed = Vec::new();
+    for file in ["kohya.safetensors", "locon.safetensors"] {
+        let path = tmp.path().join(file);
+        std::fs::copy(reference_path("checkpoint/lora").join(file), &path).unwrap();
+        let mut changed = 0;
+        edit_safetensors(&path, |tensors| {
+            for (name, _) in tensors.iter_mut() {
+                let Some(rest) = name.strip_prefix("lora_unet_") else {
+                    continue;
+                };
+                let (module, suffix) = rest.split_once('.').unwrap();
+                let ldm = &to_ldm[module];
+                if ldm != module {
+                    changed += 1;
+                }
+                *name = format!("lora_unet_{ldm}.{suffix}");
+            }
+        });
+        assert!(changed > 10, "{file}: the names really changed");
+        renamed.push(path);
+    }
+    let c = &cases()["lora_two"];
+    let original = render(
+        &load(vec![
+            lora("kohya.safetensors", 0.8),
+            lora("locon.safetensors", -0.6),
+        ])
+        .unwrap(),
+        c,
+    );
+    let specs = vec![
+        LoraSpec {
+            path: renamed[0].clone(),
+            weight: 0.8,
+        },
+        LoraSpec {
+            path: renamed[1].clone(),
+            weight: -0.6,
+        },
+    ];
+    assert!(render(&load(specs).unwrap(), c).equal(&original));
+}

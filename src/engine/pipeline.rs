@@ -129,7 +129,7 @@ impl StableDiffusion {
             }
         }
         let tokenizer = source.tokenizer("tokenizer", "<|endoftext|>")?;
-        let loras = LoraSet::load(&options.loras)?;
+        let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
         loras.check_components(&["unet", "text_encoder"])?;
 
         // Every component is built before any mismatch is reported, so one error lists them all.
@@ -198,7 +198,7 @@ impl StableDiffusion {
             return Ok(());
         }
         let _guard = tch::no_grad_guard();
-        let set = LoraSet::load(loras)?;
+        let set = LoraSet::load(loras)?.with_unet_config(unet_json(&self.source)?);
         set.check_components(&["unet", "text_encoder"])?;
         let mut mismatches = Vec::new();
         let text_encoder = load_text_encoder(
@@ -437,6 +437,11 @@ fn load_unet(
     let model = UNet2DConditionModel::new(&weights.root(), config)?;
     mismatches.extend(weights.finish().err());
     Ok(model)
+}
+
+fn unet_json(source: &ModelSource) -> Result<serde_json::Value> {
+    let (text, path) = source.config_text("unet", "config.json")?;
+    super::loader::parse_config(&text, &path, |_: &serde_json::Value| Ok(()))
 }
 
 /// The VAE's config: the override folder's, else the model's.

@@ -326,6 +326,15 @@ pub fn standard_config(version: Version, component: &str) -> Option<&'static str
     })
 }
 
+/// The diffusers name of a UNet tensor given by its original (LDM) name without the
+/// `model.diffusion_model.` prefix, for a UNet with `config` (used for kohya SDXL LoRAs).
+pub fn unet_name_from_ldm(ldm: &str, config: &Value) -> Option<String> {
+    match keys::unet(ldm, ldm, &Shape::from_config(config)) {
+        Mapped::To(r) => r.into_iter().next().map(|r| r.name),
+        _ => None,
+    }
+}
+
 /// A standalone VAE file's weights by diffusers' names, whichever naming it uses.
 pub fn vae_file_weights(
     path: &Path,
@@ -334,17 +343,10 @@ pub fn vae_file_weights(
     kind: Kind,
 ) -> Result<Weights> {
     let header = Weights::open(&[path.to_path_buf()], Device::Cpu, Kind::Float)?;
-    let diffusers_names = header
+    // diffusers' own names need no mapping
+    if header
         .names()
-        .any(|n| n.contains(".down_blocks.") || n.contains(".mid_block."));
-    if diffusers_names
-        && !header.names().any(|n| {
-            n.contains('.')
-                && !n.starts_with("encoder.")
-                && !n.starts_with("decoder.")
-                && !n.starts_with("quant_conv.")
-                && !n.starts_with("post_quant_conv.")
-        })
+        .any(|n| n.contains(".down_blocks.") || n.contains(".mid_block."))
     {
         return Weights::open(&[path.to_path_buf()], device, kind);
     }

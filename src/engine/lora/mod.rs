@@ -45,6 +45,8 @@ struct Pair {
 pub struct LoraSet {
     pairs: Vec<(usize, Pair)>,
     files: Vec<LoraSpec>,
+    /// The UNet's config.json, to read kohya names in the original layout (SDXL LoRAs).
+    unet_config: Option<serde_json::Value>,
 }
 
 impl LoraSet {
@@ -62,6 +64,13 @@ impl LoraSet {
         }
         set.files = specs.to_vec();
         Ok(set)
+    }
+
+    /// Lets kohya UNet names in the original layout (`input_blocks_4_1_...`, as kohya's SDXL
+    /// trainer writes them) resolve against a UNet with this config.
+    pub fn with_unet_config(mut self, config: serde_json::Value) -> Self {
+        self.unet_config = Some(config);
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -113,7 +122,10 @@ impl LoraSet {
         let mut problems = Vec::new();
         for (file, pair) in self.pairs.iter().filter(|(_, p)| p.component == component) {
             let target = if pair.kohya {
-                underscored.get(&pair.module)
+                underscored.get(&pair.module).or_else(|| {
+                    let config = self.unet_config.as_ref().filter(|_| component == "unet")?;
+                    underscored.get(&ldm_module(&pair.module, config)?)
+                })
             } else {
                 dotted.get(&pair.module)
             };
@@ -174,6 +186,51 @@ impl LoraSet {
         }
         Ok(())
     }
+}
+
+/// A kohya module name in the original UNet layout, as diffusers' module name with
+/// underscores: `input_blocks_4_1_proj_in` -> `down_blocks_1_attentions_0_proj_in`.
+fn ldm_module(module: &str, config: &serde_json::Value) -> Option<String> {
+    const TOP: &[(&str, &str)] = &[
+        ("time_embed_0", "time_embed.0"),
+        ("time_embed_2", "time_embed.2"),
+        ("label_emb_0_0", "label_emb.0.0"),
+        ("label_emb_0_2", "label_emb.0.2"),
+        ("input_blocks_0_0", "input_blocks.0.0"),
+        ("out_0", "out.0"),
+        ("out_2", "out.2"),
+    ];
+    let dotted = if let Some((_, d)) = TOP.iter().find(|(k, _)| *k == module) {
+        d.to_string()
+    } else {
+        let (block, rest) = if let Some(r) = module.strip_prefix("middle_block_") {
+            let (slot, rest) = r.split_once('_')?;
+            (format!("middle_block.{slot}"), rest)
+        } else {
+            let (kind, r) = module
+                .strip_prefix("input_blocks_")
+                .map(|r| ("input_blocks", r))
+                .or_else(|| {
+                    module
+                        .strip_prefix("output_blocks_")
+                        .map(|r| ("output_blocks", r))
+                })?;
+            let (n, r) = r.split_once('_')?;
+            let (slot, rest) = r.split_once('_')?;
+            (format!("{kind}.{n}.{slot}"), rest)
+        };
+        // resnet parts are dotted in the original names; attention internals keep diffusers' names
+        let rest = ["in_layers_", "out_layers_", "emb_layers_"]
+            .iter()
+            .find_map(|p| {
+                rest.strip_prefix(p)
+                    .map(|i| format!("{}.{i}", &p[..p.len() - 1]))
+            })
+            .unwrap_or_else(|| rest.to_string());
+        format!("{block}.{rest}")
+    };
+    let name = crate::engine::checkpoint::unet_name_from_ldm(&format!("{dotted}.weight"), config)?;
+    Some(name.strip_suffix(".weight")?.replace('.', "_"))
 }
 
 struct Factor {
