@@ -24,6 +24,12 @@ Examples:
   easel generate \"a red fox\" -m models/sd15 --seed 7 --steps 30 --out fox.png
   easel generate \"a lighthouse at dusk\" -m models/sd15 --batch 4 --out shots/
   echo \"a long prompt from a file\" | easel generate - -m models/sd15 --json
+  easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
+
+Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
+(SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
+command that converts them). <lora:NAME:WEIGHT> in the prompt loads NAME.safetensors from the
+loras/ folder of easel's config folder ($EASEL_HOME/config/loras when EASEL_HOME is set).
 
 Files: an --out ending in .png is that file (replaced if it exists; a batch writes name-1.png,
 name-2.png, ...). Anything else is a folder (created if needed; default ./outputs/) where names

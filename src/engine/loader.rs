@@ -165,7 +165,7 @@ impl ModelSource {
             }
             Self::SingleFile(c) => Ok((
                 c.config_text(component, file)?,
-                c.path().join(component).join(file),
+                c.config_origin(component, file),
             )),
         }
     }

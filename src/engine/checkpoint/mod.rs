@@ -217,6 +217,18 @@ impl Checkpoint {
         Ok(value.to_string())
     }
 
+    /// Where a component's config comes from, for messages.
+    pub fn config_origin(&self, component: &str, file: &str) -> PathBuf {
+        match &self.config_dir {
+            Some(dir) => dir.join(component).join(file),
+            None => PathBuf::from(format!(
+                "{} (easel's standard {} {component} config)",
+                self.path.display(),
+                self.version().label()
+            )),
+        }
+    }
+
     /// A component's config, parsed.
     pub fn config(&self, component: &str, file: &str) -> Result<Value> {
         serde_json::from_str(&self.config_text(component, file)?)
