@@ -426,3 +426,81 @@ fn a_swapped_vae_renders_the_diffusers_image() {
     };
     assert!(StableDiffusion::load_with(&tiny_sd1(), Device::Cpu, Kind::Float, &options).is_err());
 }
+
+#[test]
+fn sd2_base_is_told_by_its_global_step_as_diffusers_does() {
+    let tmp = scratch();
+    let write = |name: &str, step: Option<i64>| {
+        let path = tmp.path().join(name);
+        let mut tensors = vec![
+            (
+                "model.diffusion_model.input_blocks.0.0.weight".to_string(),
+                Tensor::zeros([320, 4, 3, 3], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "cond_stage_model.model.token_embedding.weight".to_string(),
+                Tensor::zeros([2, 4], (Kind::Float, Device::Cpu)),
+            ),
+        ];
+        if let Some(s) = step {
+            tensors.push(("global_step".to_string(), Tensor::from_slice(&[s])));
+        }
+        Tensor::write_safetensors(&tensors, &path).unwrap();
+        Checkpoint::open(&path, None).unwrap()
+    };
+    for (file, step, v, size, sched) in [
+        ("v.safetensors", None, true, 96, "v_prediction"),
+        (
+            "v-step.safetensors",
+            Some(110_000),
+            true,
+            96,
+            "v_prediction",
+        ),
+        ("base.safetensors", Some(875_000), false, 64, "epsilon"),
+    ] {
+        let ckpt = write(file, step);
+        assert_eq!(ckpt.version(), Version::Sd2);
+        assert_eq!(ckpt.detected().v_prediction, v, "{file}");
+        assert_eq!(
+            ckpt.config("unet", "config.json").unwrap()["sample_size"],
+            size
+        );
+        let s = ckpt.config("scheduler", "scheduler_config.json").unwrap();
+        assert_eq!(s["prediction_type"], sched, "{file}");
+    }
+}
+
+#[test]
+fn a_full_checkpoint_serves_as_a_vae_file() {
+    let folder_vae = tiny_sd1().join("vae");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder_vae.join("config.json")).unwrap())
+            .unwrap();
+    let from_ckpt =
+        easel::engine::checkpoint::vae_file_weights(&sd1_file(), &config, Device::Cpu, Kind::Float)
+            .unwrap();
+    let expected = Weights::open(
+        &[folder_vae.join("diffusion_pytorch_model.safetensors")],
+        Device::Cpu,
+        Kind::Float,
+    )
+    .unwrap();
+    let mut names: Vec<&str> = from_ckpt.names().collect();
+    let mut want: Vec<&str> = expected.names().collect();
+    names.sort();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "only first_stage_model.* is taken, under diffusers' names"
+    );
+    for n in names {
+        assert!(
+            from_ckpt
+                .read_raw(n)
+                .unwrap()
+                .equal(&expected.read_raw(n).unwrap()),
+            "{n}"
+        );
+    }
+}
