@@ -21,6 +21,9 @@ fn request() -> TextToImage {
         schedule: Default::default(),
         timestep_spacing: None,
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     }
 }
 

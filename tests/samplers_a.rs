@@ -360,6 +360,9 @@ fn images_match_diffusers_for_every_sampler() {
             schedule: case.schedule.parse().unwrap(),
             timestep_spacing: None,
             preview_every: 0,
+            clip_skip: 1,
+            guidance_rescale: 0.0,
+            embeddings: Vec::new(),
         };
         let mut seen = Vec::new();
         let out = model

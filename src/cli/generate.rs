@@ -3,13 +3,14 @@ use super::interrupt::{self, CANCELLED_EXIT};
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::{LoadOptions, ModelDefaults, StableDiffusion, TextToImage};
 use crate::engine::schedulers::config::TimestepSpacing;
 use crate::engine::schedulers::{SamplerChoice, Schedule};
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
-use crate::recipe::{self, Recipe, RecipeError, SCHEMA_VERSION};
+use crate::recipe::{self, Recipe, RecipeError, RecipeLora, SCHEMA_VERSION};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,12 @@ Examples:
   easel generate \"a red fox\" -m models/sd15 --seed 7 --steps 30 --out fox.png
   easel generate \"a lighthouse at dusk\" -m models/sd15 --batch 4 --out shots/
   echo \"a long prompt from a file\" | easel generate - -m models/sd15 --json
+  easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
+
+Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
+(SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
+command that converts them). <lora:NAME:WEIGHT> in the prompt loads NAME.safetensors from the
+loras/ folder of easel's config folder ($EASEL_HOME/config/loras when EASEL_HOME is set).
 
 Files: an --out ending in .png is that file (replaced if it exists; a batch writes name-1.png,
 name-2.png, ...). Anything else is a folder (created if needed; default ./outputs/) where names
@@ -36,6 +43,11 @@ random one is chosen, printed, and recorded in every PNG.
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
 as JSON under the keyword `easel`.
 
+Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
+\\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
+several chunks. A textual-inversion embedding is used by its name (its file name without
+.safetensors) from the --embeddings folder.
+
 Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
 
 #[derive(Debug, Clone, clap::Args)]
@@ -45,19 +57,28 @@ pub struct GenerateArgs {
     #[arg(value_name = "PROMPT")]
     pub prompt: Option<String>,
 
-    /// The model: a diffusers folder (with model_index.json).
-    #[arg(short, long, value_name = "DIR")]
-    pub model: PathBuf,
+    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
+    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
+    #[arg(short, long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
+    /// standard ones easel picks from the checkpoint's keys (as diffusers' `config=`).
+    #[arg(long, value_name = "DIR")]
+    pub model_config: Option<PathBuf>,
+
+    /// A LoRA to fuse into the model, with its weight (default 1); repeatable. Prompt tags
+    /// `<lora:NAME:WEIGHT>` add LoRAs from the `loras` folder of easel's config folder.
+    #[arg(long = "lora", value_name = "PATH[:WEIGHT]", value_parser = parse_lora)]
+    pub loras: Vec<RecipeLora>,
+
+    /// A VAE replacing the model's: a diffusers VAE folder or a `.safetensors` file.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
-    #[arg(
-        short,
-        long,
-        value_name = "TEXT",
-        default_value = "",
-        hide_default_value = true
-    )]
-    pub negative: String,
+    #[arg(short, long, value_name = "TEXT")]
+    pub negative: Option<String>,
 
     /// Denoising steps, 1 to 1000 [default: 20].
     #[arg(short, long, value_name = "N")]
@@ -81,9 +102,10 @@ pub struct GenerateArgs {
     pub height: Option<u32>,
 
     /// Sampler: ddim, ddpm, pndm, lms, euler, euler_a, heun, dpm2, dpm2_a, dpmpp_2m,
-    /// dpmpp_2m_sde, dpmpp_sde. AUTOMATIC1111's names work too ("Euler a", "DPM++ 2M Karras").
-    #[arg(long, value_name = "NAME", default_value = "euler_a")]
-    pub sampler: SamplerChoice,
+    /// dpmpp_2m_sde, dpmpp_sde. AUTOMATIC1111's names work too ("Euler a", "DPM++ 2M Karras")
+    /// [default: euler_a].
+    #[arg(long, value_name = "NAME")]
+    pub sampler: Option<SamplerChoice>,
 
     /// Noise schedule: default (the model's), karras, exponential, beta
     /// [default: default, or the one the sampler's name implies].
@@ -94,9 +116,14 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "S")]
     pub timestep_spacing: Option<TimestepSpacing>,
 
-    /// Images rendered together from one seed, 1 to 64.
-    #[arg(short, long, value_name = "N", default_value_t = 1)]
-    pub batch: u32,
+    /// Images rendered together from one seed, 1 to 64 [default: 1].
+    #[arg(short, long, value_name = "N")]
+    pub batch: Option<u32>,
+
+    /// Apply a preset (`easel preset list`); repeat to stack them, later ones winning.
+    /// Flags given here win over presets.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<String>,
 
     /// A .png file, or a folder for uniquely named files [default: outputs/].
     #[arg(short, long, value_name = "FILE_OR_DIR")]
@@ -109,6 +136,21 @@ pub struct GenerateArgs {
     /// Number format: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.
     #[arg(long, value_name = "T", default_value = "auto")]
     pub dtype: DtypeChoice,
+
+    /// AUTOMATIC1111's clip skip: 1 uses the text encoder's last layer, 2 the one before it
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+
+    /// Guidance rescale, 0 (off) to 1, as diffusers' guidance_rescale: tames the washed-out or
+    /// over-exposed look of high guidance (0.7 is typical) [default: 0].
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
+
+    /// A folder of textual-inversion embeddings (.safetensors) that prompts use by name
+    /// [default: embeddings/ in easel's config folder, when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub embeddings: Option<PathBuf>,
 
     /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
     #[arg(long)]
@@ -135,12 +177,11 @@ pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String>
 
 /// Checks what can be checked before the model loads, so mistakes cost no loading time.
 pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
-    args.sampler
-        .schedule_with(args.schedule)
-        .map_err(|e| RecipeError::Sampler(e.to_string()))?;
+    schedule_of(args)?;
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
-    recipe::check_batch(args.batch)?;
+    recipe::check_batch(args.batch.unwrap_or(1))?;
+    recipe::check_guidance_rescale(args.guidance_rescale.unwrap_or(0.0))?;
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -150,13 +191,72 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     Ok(())
 }
 
-/// A clear error for a model path that cannot be a diffusers folder.
+/// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
+pub fn parse_lora(arg: &str) -> std::result::Result<RecipeLora, String> {
+    let (path, weight) = match arg.rsplit_once(':') {
+        Some((p, w)) if w.trim().parse::<f64>().is_ok() => {
+            (p, w.trim().parse::<f64>().unwrap_or(1.0))
+        }
+        _ => (arg, 1.0),
+    };
+    if path.is_empty() || !weight.is_finite() {
+        return Err(format!(
+            "{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"
+        ));
+    }
+    Ok(RecipeLora {
+        path: path.to_string(),
+        weight,
+    })
+}
+
+/// The LoRAs of a render: `--lora` ones, then those the prompt's `<lora:NAME:W>` tags name,
+/// found as NAME.safetensors in `lora_dir`.
+pub fn resolve_loras(
+    flags: &[RecipeLora],
+    prompt: &str,
+    lora_dir: Option<&Path>,
+) -> Result<Vec<LoraSpec>> {
+    let mut specs: Vec<LoraSpec> = flags
+        .iter()
+        .map(|l| LoraSpec {
+            path: PathBuf::from(&l.path),
+            weight: l.weight,
+        })
+        .collect();
+    for tag in prompt_tags(prompt) {
+        let Some(dir) = lora_dir else {
+            bail!("the prompt asks for <lora:{}>, but easel has no config folder to look in: set EASEL_HOME", tag.name);
+        };
+        let path = dir.join(format!("{}.safetensors", tag.name));
+        if !path.is_file() {
+            bail!(
+                "the prompt asks for <lora:{}>, but {} does not exist: put the LoRA there, or pass it with --lora PATH:WEIGHT",
+                tag.name,
+                path.display()
+            );
+        }
+        specs.push(LoraSpec {
+            path,
+            weight: tag.weight,
+        });
+    }
+    Ok(specs)
+}
+
+/// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
+        return Err(e.into());
+    }
     if !dir.exists() {
         bail!(
-            "model folder {} does not exist: pass --model with a diffusers folder (one holding model_index.json)",
+            "model {} does not exist: pass --model with a diffusers folder (one holding model_index.json) or a .safetensors checkpoint",
             dir.display()
         );
+    }
+    if dir.is_file() {
+        return Ok(());
     }
     if !dir.join("model_index.json").is_file() {
         bail!(
@@ -167,14 +267,34 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The name A1111's `Model:` field shows: the model folder's own name.
+/// The textual-inversion folders a render may use: `--embeddings DIR` (which must exist), else
+/// the config folder's embeddings/ when it exists.
+pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = arg {
+        if !dir.is_dir() {
+            bail!(
+                "embeddings folder {} does not exist: pass --embeddings with a folder of .safetensors embeddings",
+                dir.display()
+            );
+        }
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(crate::paths::Paths::discover()
+        .map(|p| p.embeddings())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect())
+}
+
+/// The name A1111's `Model:` field shows: the model folder's own name, or the file's stem.
 pub fn model_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .ok()
-        .as_deref()
-        .unwrap_or(dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let path = dir.canonicalize().ok().unwrap_or_else(|| dir.to_path_buf());
+    let name = if path.is_file() {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string())
 }
 
@@ -182,6 +302,16 @@ pub fn model_name(dir: &Path) -> String {
 pub fn random_seed() -> Result<u64> {
     let v = getrandom::u32().map_err(|e| anyhow::anyhow!("cannot draw a random seed: {e}"))?;
     Ok(u64::from(v))
+}
+
+/// The schedule the flags ask for: `--schedule`, or the one the sampler's name implies.
+pub fn schedule_of(args: &GenerateArgs) -> std::result::Result<Schedule, RecipeError> {
+    match args.sampler {
+        Some(choice) => choice
+            .schedule_with(args.schedule)
+            .map_err(|e| RecipeError::Sampler(e.to_string())),
+        None => Ok(args.schedule.unwrap_or_default()),
+    }
 }
 
 /// The full recipe once the model's defaults are known.
@@ -198,24 +328,32 @@ pub fn build_recipe(
     };
     let recipe = Recipe {
         schema_version: SCHEMA_VERSION,
-        model: args.model.display().to_string(),
+        model: args
+            .model
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default(),
         prompt,
-        negative_prompt: args.negative.clone(),
-        sampler: args.sampler.kind,
-        schedule: args
+        negative_prompt: args.negative.clone().unwrap_or_default(),
+        sampler: args
             .sampler
-            .schedule_with(args.schedule)
-            .map_err(|e| RecipeError::Sampler(e.to_string()))?,
+            .map(|c| c.kind)
+            .unwrap_or(recipe::DEFAULT_SAMPLER),
+        schedule: schedule_of(args)?,
         timestep_spacing: args.timestep_spacing,
         steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
         cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
         seed,
         width: side(args.width, defaults.width),
         height: side(args.height, defaults.height),
-        batch_size: args.batch,
+        batch_size: args.batch.unwrap_or(1),
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
+        clip_skip: args.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
+        guidance_rescale: args.guidance_rescale.unwrap_or(0.0),
+        loras: args.loras.clone(),
+        vae: args.vae.as_ref().map(|p| p.display().to_string()),
     };
     recipe.validate()?;
     Ok(recipe)
@@ -226,7 +364,7 @@ fn cancelled() -> ExitCode {
     ExitCode::from(CANCELLED_EXIT)
 }
 
-pub fn run(args: GenerateArgs) -> Result<ExitCode> {
+pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     check_args(&args)?;
     let prompt = {
         if args.prompt.as_deref() == Some("-") && std::io::stdin().is_terminal() {
@@ -234,7 +372,15 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         }
         resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
     };
-    check_model_dir(&args.model)?;
+    // Presets (src/presets): layered under the flags given here.
+    let prompt = super::preset::apply_to_generate(&mut args, prompt)?;
+    let model = args.model.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model: pass --model DIR (a diffusers folder), or a --preset that names one"
+        )
+    })?;
+    check_model_dir(&model)?;
+    let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let seed = match args.seed {
         Some(s) => s,
@@ -247,12 +393,18 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let kind = args.dtype.resolve(device);
     eprintln!(
         "loading {} on {} ({})",
-        args.model.display(),
+        model.display(),
         device_name(device),
         kind_name(kind)
     );
-    let sd = StableDiffusion::load(&args.model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let lora_dir = crate::paths::Paths::discover().ok().map(|p| p.loras());
+    let options = LoadOptions {
+        loras: resolve_loras(&args.loras, &prompt, lora_dir.as_deref())?,
+        vae: args.vae.clone(),
+        config: args.model_config.clone(),
+    };
+    let sd = StableDiffusion::load_with(&model, device, kind, &options)
+        .with_context(|| format!("cannot load the model {}", model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let recipe = build_recipe(
         &args,
@@ -277,7 +429,11 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
 
     let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-    let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+    let request = TextToImage {
+        embeddings,
+        ..recipe.to_request()
+    };
+    let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
     reporter.finish();
     let output = match result {
         Err(EngineError::Cancelled) => return Ok(cancelled()),
@@ -294,7 +450,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
 
     let timings = TimingReport::new(load_s, &output.timings, recipe.steps, total_s);
     let stamp = naming::stamp(chrono::Local::now());
-    let model_name = model_name(&args.model);
+    let model_name = model_name(&model);
     for (index, image) in (0u32..).zip(&output.images) {
         if cancel.load(Ordering::SeqCst) {
             return Ok(cancelled());
@@ -344,8 +500,9 @@ mod tests {
     fn defaults_and_parsing() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.prompt.as_deref(), Some("a fox"));
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
-        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (1, None, None, None));
+        assert_eq!(a.sampler, None);
+        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (None, None, None, None));
+        assert!(a.presets.is_empty());
         assert_eq!((a.device, a.dtype), (DeviceChoice::Auto, DtypeChoice::Auto));
         assert!(check_args(&a).is_ok());
         let a = parse(&[
@@ -357,7 +514,7 @@ mod tests {
             "bf16",
         ])
         .unwrap();
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
+        assert_eq!(a.sampler, Some(SamplerKind::EulerAncestral.into()));
         assert_eq!(a.device, DeviceChoice::Cuda(1));
         assert_eq!(a.dtype, DtypeChoice::Bf16);
     }
@@ -373,6 +530,7 @@ mod tests {
         assert!(check(&["--batch", "65"]).contains("batch"));
         assert!(check(&["--width", "0"]).contains("width"));
         assert!(check(&["--height", "0"]).contains("height"));
+        assert!(check(&["--guidance-rescale", "1.5"]).contains("guidance rescale"));
         for bad in [
             &["--sampler", "dpm9"][..],
             &["--device", "tpu"],
@@ -384,7 +542,58 @@ mod tests {
         }
         let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
         assert!(err.contains("ddim, euler, euler_a"), "{err}");
-        assert!(Wrap::try_parse_from(["easel", "a fox"]).is_err());
+        // A preset may name the model, so its absence is refused later, by run().
+        assert!(Wrap::try_parse_from(["easel", "a fox"])
+            .unwrap()
+            .args
+            .model
+            .is_none());
+    }
+
+    #[test]
+    fn loras_from_flags_and_prompt_tags() {
+        let a = parse(&["--lora", "a.safetensors:0.5", "--lora", "dir/b.safetensors"]).unwrap();
+        assert_eq!(
+            a.loras,
+            vec![
+                RecipeLora {
+                    path: "a.safetensors".into(),
+                    weight: 0.5
+                },
+                RecipeLora {
+                    path: "dir/b.safetensors".into(),
+                    weight: 1.0
+                }
+            ]
+        );
+        assert!(parse(&["--lora", ":0.5"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ink.safetensors"), b"").unwrap();
+        let specs = resolve_loras(&a.loras, "a fox <lora:ink:-0.3>", Some(dir.path())).unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[2].path, dir.path().join("ink.safetensors"));
+        assert_eq!(specs[2].weight, -0.3);
+        let err = resolve_loras(&[], "<lora:nope:1>", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope.safetensors") && err.contains("--lora"),
+            "{err}"
+        );
+        let r = build_recipe(
+            &a,
+            "a fox".into(),
+            1,
+            &ModelDefaults {
+                width: 64,
+                height: 64,
+            },
+            "cpu",
+            "fp32",
+        )
+        .unwrap();
+        assert_eq!(r.loras, a.loras);
+        assert!(Recipe::from_json(&r.to_json()).unwrap().loras == a.loras);
     }
 
     #[test]
@@ -451,8 +660,28 @@ mod tests {
         assert_eq!((r.steps, r.cfg, r.seed), (20, 7.5, 9));
         assert_eq!((r.batch_size, r.index), (1, 0));
         assert_eq!(r.negative_prompt, "blur");
+        assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
+        assert_eq!((r.clip_skip, r.guidance_rescale), (1, 0.0));
+        let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
+        assert_eq!((r.clip_skip, r.guidance_rescale), (2, 0.7));
+    }
+
+    #[test]
+    fn embeddings_folder_given_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            embeddings_dirs(Some(dir.path())).unwrap(),
+            vec![dir.path().to_path_buf()]
+        );
+        let missing = dir.path().join("nope");
+        let err = embeddings_dirs(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -461,6 +690,14 @@ mod tests {
         let model = dir.path().join("my-model");
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
+        let err = check_model_dir(&dir.path().join("old.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pickle"), "{err}");
+        let file = dir.path().join("dreamy.safetensors");
+        std::fs::write(&file, b"").unwrap();
+        assert!(check_model_dir(&file).is_ok());
+        assert_eq!(model_name(&file), "dreamy");
         std::fs::create_dir(&model).unwrap();
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("model_index.json"), "{err}");
