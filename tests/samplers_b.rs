@@ -290,6 +290,9 @@ fn images_match_diffusers() {
             batch_size: 1,
             sampler: case.sampler.parse().unwrap(),
             preview_every: 0,
+            clip_skip: 1,
+            guidance_rescale: 0.0,
+            embeddings: Vec::new(),
         };
         let mut steps_seen = 0;
         let out = model

@@ -3,7 +3,7 @@ use super::interrupt::{self, CANCELLED_EXIT};
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
+use crate::engine::pipeline::{ModelDefaults, StableDiffusion, TextToImage};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
@@ -35,6 +35,11 @@ random one is chosen, printed, and recorded in every PNG.
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
 as JSON under the keyword `easel`.
 
+Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
+\\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
+several chunks. A textual-inversion embedding is used by its name (its file name without
+.safetensors) from the --embeddings folder.
+
 Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,17 +51,11 @@ pub struct GenerateArgs {
 
     /// The model: a diffusers folder (with model_index.json).
     #[arg(short, long, value_name = "DIR")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
-    #[arg(
-        short,
-        long,
-        value_name = "TEXT",
-        default_value = "",
-        hide_default_value = true
-    )]
-    pub negative: String,
+    #[arg(short, long, value_name = "TEXT")]
+    pub negative: Option<String>,
 
     /// Denoising steps, 1 to 1000 [default: 20].
     #[arg(short, long, value_name = "N")]
@@ -79,13 +78,19 @@ pub struct GenerateArgs {
     #[arg(short = 'H', long, value_name = "H")]
     pub height: Option<u32>,
 
-    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too).
-    #[arg(long, value_name = "NAME", default_value = "euler_a")]
-    pub sampler: SamplerKind,
+    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too)
+    /// [default: euler_a].
+    #[arg(long, value_name = "NAME")]
+    pub sampler: Option<SamplerKind>,
 
-    /// Images rendered together from one seed, 1 to 64.
-    #[arg(short, long, value_name = "N", default_value_t = 1)]
-    pub batch: u32,
+    /// Images rendered together from one seed, 1 to 64 [default: 1].
+    #[arg(short, long, value_name = "N")]
+    pub batch: Option<u32>,
+
+    /// Apply a preset (`easel preset list`); repeat to stack them, later ones winning.
+    /// Flags given here win over presets.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<String>,
 
     /// A .png file, or a folder for uniquely named files [default: outputs/].
     #[arg(short, long, value_name = "FILE_OR_DIR")]
@@ -98,6 +103,21 @@ pub struct GenerateArgs {
     /// Number format: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.
     #[arg(long, value_name = "T", default_value = "auto")]
     pub dtype: DtypeChoice,
+
+    /// AUTOMATIC1111's clip skip: 1 uses the text encoder's last layer, 2 the one before it
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+
+    /// Guidance rescale, 0 (off) to 1, as diffusers' guidance_rescale: tames the washed-out or
+    /// over-exposed look of high guidance (0.7 is typical) [default: 0].
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
+
+    /// A folder of textual-inversion embeddings (.safetensors) that prompts use by name
+    /// [default: embeddings/ in easel's config folder, when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub embeddings: Option<PathBuf>,
 
     /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
     #[arg(long)]
@@ -126,7 +146,8 @@ pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String>
 pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
-    recipe::check_batch(args.batch)?;
+    recipe::check_batch(args.batch.unwrap_or(1))?;
+    recipe::check_guidance_rescale(args.guidance_rescale.unwrap_or(0.0))?;
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -151,6 +172,25 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The textual-inversion folders a render may use: `--embeddings DIR` (which must exist), else
+/// the config folder's embeddings/ when it exists.
+pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = arg {
+        if !dir.is_dir() {
+            bail!(
+                "embeddings folder {} does not exist: pass --embeddings with a folder of .safetensors embeddings",
+                dir.display()
+            );
+        }
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(crate::paths::Paths::discover()
+        .map(|p| p.embeddings())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect())
 }
 
 /// The name A1111's `Model:` field shows: the model folder's own name.
@@ -184,19 +224,25 @@ pub fn build_recipe(
     };
     let recipe = Recipe {
         schema_version: SCHEMA_VERSION,
-        model: args.model.display().to_string(),
+        model: args
+            .model
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default(),
         prompt,
-        negative_prompt: args.negative.clone(),
-        sampler: args.sampler,
+        negative_prompt: args.negative.clone().unwrap_or_default(),
+        sampler: args.sampler.unwrap_or(recipe::DEFAULT_SAMPLER),
         steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
         cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
         seed,
         width: side(args.width, defaults.width),
         height: side(args.height, defaults.height),
-        batch_size: args.batch,
+        batch_size: args.batch.unwrap_or(1),
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
+        clip_skip: args.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
+        guidance_rescale: args.guidance_rescale.unwrap_or(0.0),
     };
     recipe.validate()?;
     Ok(recipe)
@@ -207,7 +253,7 @@ fn cancelled() -> ExitCode {
     ExitCode::from(CANCELLED_EXIT)
 }
 
-pub fn run(args: GenerateArgs) -> Result<ExitCode> {
+pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     check_args(&args)?;
     let prompt = {
         if args.prompt.as_deref() == Some("-") && std::io::stdin().is_terminal() {
@@ -215,7 +261,15 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         }
         resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
     };
-    check_model_dir(&args.model)?;
+    // Presets (src/presets): layered under the flags given here.
+    let prompt = super::preset::apply_to_generate(&mut args, prompt)?;
+    let model = args.model.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model: pass --model DIR (a diffusers folder), or a --preset that names one"
+        )
+    })?;
+    check_model_dir(&model)?;
+    let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let seed = match args.seed {
         Some(s) => s,
@@ -228,12 +282,12 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let kind = args.dtype.resolve(device);
     eprintln!(
         "loading {} on {} ({})",
-        args.model.display(),
+        model.display(),
         device_name(device),
         kind_name(kind)
     );
-    let sd = StableDiffusion::load(&args.model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let sd = StableDiffusion::load(&model, device, kind)
+        .with_context(|| format!("cannot load the model in {}", model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let recipe = build_recipe(
         &args,
@@ -254,7 +308,11 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
 
     let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-    let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+    let request = TextToImage {
+        embeddings,
+        ..recipe.to_request()
+    };
+    let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
     reporter.finish();
     let output = match result {
         Err(EngineError::Cancelled) => return Ok(cancelled()),
@@ -271,7 +329,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
 
     let timings = TimingReport::new(load_s, &output.timings, recipe.steps, total_s);
     let stamp = naming::stamp(chrono::Local::now());
-    let model_name = model_name(&args.model);
+    let model_name = model_name(&model);
     for (index, image) in (0u32..).zip(&output.images) {
         if cancel.load(Ordering::SeqCst) {
             return Ok(cancelled());
@@ -320,8 +378,9 @@ mod tests {
     fn defaults_and_parsing() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.prompt.as_deref(), Some("a fox"));
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
-        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (1, None, None, None));
+        assert_eq!(a.sampler, None);
+        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (None, None, None, None));
+        assert!(a.presets.is_empty());
         assert_eq!((a.device, a.dtype), (DeviceChoice::Auto, DtypeChoice::Auto));
         assert!(check_args(&a).is_ok());
         let a = parse(&[
@@ -333,7 +392,7 @@ mod tests {
             "bf16",
         ])
         .unwrap();
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
+        assert_eq!(a.sampler, Some(SamplerKind::EulerAncestral));
         assert_eq!(a.device, DeviceChoice::Cuda(1));
         assert_eq!(a.dtype, DtypeChoice::Bf16);
     }
@@ -349,6 +408,7 @@ mod tests {
         assert!(check(&["--batch", "65"]).contains("batch"));
         assert!(check(&["--width", "0"]).contains("width"));
         assert!(check(&["--height", "0"]).contains("height"));
+        assert!(check(&["--guidance-rescale", "1.5"]).contains("guidance rescale"));
         for bad in [
             &["--sampler", "dpm9"][..],
             &["--device", "tpu"],
@@ -360,7 +420,12 @@ mod tests {
         }
         let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
         assert!(err.contains("ddim, euler, euler_a"), "{err}");
-        assert!(Wrap::try_parse_from(["easel", "a fox"]).is_err());
+        // A preset may name the model, so its absence is refused later, by run().
+        assert!(Wrap::try_parse_from(["easel", "a fox"])
+            .unwrap()
+            .args
+            .model
+            .is_none());
     }
 
     #[test]
@@ -388,8 +453,28 @@ mod tests {
         assert_eq!((r.steps, r.cfg, r.seed), (20, 7.5, 9));
         assert_eq!((r.batch_size, r.index), (1, 0));
         assert_eq!(r.negative_prompt, "blur");
+        assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
+        assert_eq!((r.clip_skip, r.guidance_rescale), (1, 0.0));
+        let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
+        assert_eq!((r.clip_skip, r.guidance_rescale), (2, 0.7));
+    }
+
+    #[test]
+    fn embeddings_folder_given_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            embeddings_dirs(Some(dir.path())).unwrap(),
+            vec![dir.path().to_path_buf()]
+        );
+        let missing = dir.path().join("nope");
+        let err = embeddings_dirs(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]
