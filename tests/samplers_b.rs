@@ -363,6 +363,7 @@ fn unsupported_settings_are_refused_clearly() {
             ),
             (r#"{"use_flow_sigmas": true}"#, "use_flow_sigmas"),
             (r#"{"solver_order": 0}"#, "solver_order"),
+            (r#"{"solver_type": "euler"}"#, "\"euler\""),
         ] {
             let err = build_error(kind, json, 4);
             assert!(err.contains(must_say), "{kind} {json}: {err}");

@@ -109,19 +109,6 @@ named_values!(
 );
 
 named_values!(
-    /// The multistep solver variant (UniPC: bh1 or bh2; DEIS: logrho). Each solver maps the other
-    /// families' names to its own default, as diffusers does, so any model's config drives any
-    /// solver.
-    SolverType, "solver_type", {
-        Midpoint => "midpoint",
-        Heun => "heun",
-        Logrho => "logrho",
-        Bh1 => "bh1",
-        Bh2 => "bh2",
-    }
-);
-
-named_values!(
     /// Whether Euler hands the model discrete timesteps or `0.25 * ln(sigma)` (v-prediction only).
     TimestepType, "timestep_type", {
         Discrete => "discrete",
@@ -169,8 +156,9 @@ pub struct SchedulerConfig {
     // Multistep solvers (UniPC, DEIS) and consistency samplers (LCM, TCD).
     /// `solver_order`: how many past model outputs a multistep solver uses.
     pub solver_order: usize,
-    /// `solver_type`: absent means the solver's own default (UniPC bh2, DEIS logrho).
-    pub solver_type: Option<SolverType>,
+    /// `solver_type`, kept as text as diffusers' solvers read it with different vocabularies
+    /// (UniPC bh1/bh2, DEIS logrho); absent means the solver's own default.
+    pub solver_type: Option<String>,
     /// `lower_order_final`: lower the order for the last steps (more stable with few steps).
     pub lower_order_final: bool,
     /// UniPC: `predict_x0` updates on the predicted clean sample (else on the noise).
@@ -178,7 +166,7 @@ pub struct SchedulerConfig {
     /// UniPC: `disable_corrector`, the steps whose corrector is skipped.
     pub disable_corrector: Vec<usize>,
     /// Flow-matching sigmas (SD3, Flux); easel's samplers do not offer them.
-    pub use_flow_sigmas: Option<bool>,
+    pub use_flow_sigmas: bool,
     /// LCM and TCD: `original_inference_steps`, the distillation schedule's length.
     pub original_inference_steps: usize,
     /// LCM: `timestep_scaling` of the consistency boundary condition.
@@ -219,7 +207,7 @@ impl Default for SchedulerConfig {
             lower_order_final: true,
             predict_x0: true,
             disable_corrector: Vec::new(),
-            use_flow_sigmas: Some(false),
+            use_flow_sigmas: false,
             original_inference_steps: 50,
             timestep_scaling: 10.0,
         }

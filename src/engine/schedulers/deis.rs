@@ -41,6 +41,16 @@ impl DeisMultistep {
                 "solver_order is 0 in the scheduler config: use 1, 2 or 3".into(),
             ));
         }
+        // diffusers maps the other solvers' names to logrho.
+        if let Some(other) = config
+            .solver_type
+            .as_deref()
+            .filter(|t| !matches!(*t, "logrho" | "midpoint" | "heun" | "bh1" | "bh2"))
+        {
+            return Err(EngineError::Invalid(format!(
+                "solver_type {other:?} in the scheduler config is not one DEIS knows: use logrho"
+            )));
+        }
         let spacing_kind = SigmaSpacing::from_config(config, "DEIS")?;
         let plain = SchedulerConfig {
             rescale_betas_zero_snr: false,

@@ -22,7 +22,7 @@ pub(crate) enum SigmaSpacing {
 impl SigmaSpacing {
     /// The spacing the config asks for; `sampler` names the sampler in errors.
     pub fn from_config(config: &SchedulerConfig, sampler: &str) -> Result<Self> {
-        if config.use_flow_sigmas == Some(true) {
+        if config.use_flow_sigmas {
             return Err(EngineError::Invalid(format!(
                 "the scheduler config sets use_flow_sigmas (a flow-matching model), which \
                  easel's {sampler} does not offer: set it to false or pick another model"

@@ -2,7 +2,7 @@
 //! UniPCMultistepScheduler runs it: each step first corrects the previous prediction with the
 //! new model output (UniC), then predicts the next sample (UniP), both with the B(h) update.
 use super::betas::alphas_cumprod;
-use super::config::{FinalSigmasType, PredictionType, SchedulerConfig, SolverType};
+use super::config::{FinalSigmasType, PredictionType, SchedulerConfig};
 use super::multistep_sigmas::{self as ms, f32_ops, SigmaSpacing};
 use super::{check_steps, spacing, Scheduler};
 use crate::engine::error::{EngineError, Result};
@@ -47,6 +47,17 @@ impl UniPcMultistep {
                     .into(),
             ));
         }
+        // diffusers maps the other solvers' names to bh2.
+        let bh2 = match config.solver_type.as_deref() {
+            None | Some("bh2" | "midpoint" | "heun" | "logrho") => true,
+            Some("bh1") => false,
+            Some(other) => {
+                return Err(EngineError::Invalid(format!(
+                    "solver_type {other:?} in the scheduler config is not one UniPC knows: use \
+                     bh1 or bh2"
+                )))
+            }
+        };
         let spacing_kind = SigmaSpacing::from_config(config, "UniPC")?;
         let mut alphas = alphas_cumprod(config)?;
         if config.rescale_betas_zero_snr {
@@ -98,7 +109,7 @@ impl UniPcMultistep {
             sigmas,
             prediction_type: config.prediction_type,
             predict_x0: config.predict_x0,
-            bh2: config.solver_type != Some(SolverType::Bh1),
+            bh2,
             solver_order: config.solver_order,
             lower_order_final: config.lower_order_final,
             disable_corrector: config.disable_corrector.clone(),
