@@ -54,6 +54,19 @@ pub struct Recipe {
     /// diffusers' guidance rescale, 0 (off) to 1.
     #[serde(default)]
     pub guidance_rescale: f64,
+    /// LoRAs fused into the model (`--lora`), in order; `<lora:NAME:W>` tags stay in the prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<RecipeLora>,
+    /// A VAE that replaced the model's (`--vae`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<String>,
+}
+
+/// A LoRA and its weight, as the user named it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeLora {
+    pub path: String,
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -184,7 +197,8 @@ impl Recipe {
     /// The engine request that renders the whole batch this recipe belongs to.
     pub fn to_request(&self) -> TextToImage {
         TextToImage {
-            prompt: self.prompt.clone(),
+            // LoRA tags choose LoRAs at load time; the text encoder never sees them.
+            prompt: crate::engine::lora::strip_tags(&self.prompt),
             negative_prompt: self.negative_prompt.clone(),
             steps: self.steps,
             guidance_scale: self.cfg,
@@ -223,6 +237,8 @@ mod tests {
             dtype: "fp16".into(),
             clip_skip: 2,
             guidance_rescale: 0.7,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 

@@ -140,6 +140,8 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         dtype: "fp32".into(),
         clip_skip: 1,
         guidance_rescale: 0.0,
+        loras: Vec::new(),
+        vae: None,
     }
 }
 

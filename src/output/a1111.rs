@@ -102,6 +102,8 @@ mod tests {
             dtype: "fp32".into(),
             clip_skip: 1,
             guidance_rescale: 0.0,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 
