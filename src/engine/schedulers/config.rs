@@ -155,14 +155,28 @@ pub struct SchedulerConfig {
     pub sigma_max: Option<f64>,
     pub final_sigmas_type: FinalSigmasType,
     pub timestep_type: TimestepType,
-    // Keys of DDPM, DPM-Solver and DPM-Solver SDE. Kept as text where diffusers' classes read
-    // the same key with different vocabularies; each sampler checks the values it takes.
+    // Multistep solvers (UniPC, DEIS) and consistency samplers (LCM, TCD).
+    /// `solver_order`: how many past model outputs a multistep solver uses.
+    pub solver_order: usize,
+    /// `solver_type`, kept as text as diffusers' solvers read it with different vocabularies
+    /// (UniPC bh1/bh2, DEIS logrho); absent means the solver's own default.
+    pub solver_type: Option<String>,
+    /// `lower_order_final`: lower the order for the last steps (more stable with few steps).
+    pub lower_order_final: bool,
+    /// UniPC: `predict_x0` updates on the predicted clean sample (else on the noise).
+    pub predict_x0: bool,
+    /// UniPC: `disable_corrector`, the steps whose corrector is skipped.
+    pub disable_corrector: Vec<usize>,
+    /// Flow-matching sigmas (SD3, Flux); easel's samplers do not offer them.
+    pub use_flow_sigmas: bool,
+    /// LCM and TCD: `original_inference_steps`, the distillation schedule's length.
+    pub original_inference_steps: usize,
+    /// LCM: `timestep_scaling` of the consistency boundary condition.
+    pub timestep_scaling: f64,
+    // Keys of DDPM, DPM-Solver (which also reads solver_type, lower_order_final and
+    // use_flow_sigmas above) and DPM-Solver SDE.
     /// DDPM: fixed_small (the default), fixed_small_log, fixed_large; DPM-Solver: absent.
     pub variance_type: Option<String>,
-    /// DPM-Solver: midpoint (the default) or heun.
-    pub solver_type: Option<String>,
-    /// DPM-Solver: first-order final steps below 15 steps.
-    pub lower_order_final: bool,
     /// DPM-Solver: a first-order (Euler) final step at any step count.
     pub euler_at_final: bool,
     /// DPM-Solver: the smallest log-SNR kept when spacing timesteps. diffusers writes the
@@ -171,8 +185,6 @@ pub struct SchedulerConfig {
     pub lambda_min_clipped: f64,
     /// DPM-Solver: log-SNR-uniform steps; easel does not offer them.
     pub use_lu_lambdas: bool,
-    /// DPM-Solver: flow-matching sigmas; easel does not offer them.
-    pub use_flow_sigmas: bool,
     /// DPM-Solver SDE: the Brownian tree's seed (absent: easel uses the render's seed).
     pub noise_sampler_seed: Option<u64>,
 }
@@ -206,13 +218,18 @@ impl Default for SchedulerConfig {
             sigma_max: None,
             final_sigmas_type: FinalSigmasType::Zero,
             timestep_type: TimestepType::Discrete,
-            variance_type: None,
+            solver_order: 2,
             solver_type: None,
             lower_order_final: true,
+            predict_x0: true,
+            disable_corrector: Vec::new(),
+            use_flow_sigmas: false,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
+            variance_type: None,
             euler_at_final: false,
             lambda_min_clipped: f64::NEG_INFINITY,
             use_lu_lambdas: false,
-            use_flow_sigmas: false,
             noise_sampler_seed: None,
         }
     }

@@ -30,6 +30,17 @@ pub use euler::EulerDiscrete;
 pub use euler_ancestral::EulerAncestralDiscrete;
 pub use schedule::{display_name, parse_a1111, SamplerChoice, SamplerOptions, Schedule};
 
+// UniPC, DEIS, LCM and TCD.
+pub mod deis;
+pub mod lcm;
+mod multistep_sigmas;
+pub mod tcd;
+pub mod unipc;
+pub use deis::DeisMultistep;
+pub use lcm::Lcm;
+pub use tcd::Tcd;
+pub use unipc::UniPcMultistep;
+
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -76,6 +87,10 @@ pub fn build(
             steps,
             options.noise_sampler_seed,
         )?),
+        SamplerKind::UniPc => Box::new(UniPcMultistep::new(config, steps)?),
+        SamplerKind::Deis => Box::new(DeisMultistep::new(config, steps)?),
+        SamplerKind::Lcm => Box::new(Lcm::new(config, steps)?),
+        SamplerKind::Tcd => Box::new(Tcd::new(config, steps)?),
     })
 }
 
@@ -141,6 +156,11 @@ pub enum SamplerKind {
     DpmPP2MSde,
     #[serde(rename = "dpmpp_sde")]
     DpmPPSde,
+    #[serde(rename = "unipc")]
+    UniPc,
+    Deis,
+    Lcm,
+    Tcd,
 }
 
 impl SamplerKind {
@@ -158,6 +178,10 @@ impl SamplerKind {
         Self::DpmPP2M,
         Self::DpmPP2MSde,
         Self::DpmPPSde,
+        Self::UniPc,
+        Self::Deis,
+        Self::Lcm,
+        Self::Tcd,
     ];
 
     /// easel's own name, as `--sampler` takes it.
@@ -176,6 +200,10 @@ impl SamplerKind {
             Self::DpmPP2M => "dpmpp_2m",
             Self::DpmPP2MSde => "dpmpp_2m_sde",
             Self::DpmPPSde => "dpmpp_sde",
+            Self::UniPc => "unipc",
+            Self::Deis => "deis",
+            Self::Lcm => "lcm",
+            Self::Tcd => "tcd",
         }
     }
 
@@ -196,6 +224,10 @@ impl SamplerKind {
             Self::DpmPP2M => "DPM++ 2M",
             Self::DpmPP2MSde => "DPM++ 2M SDE",
             Self::DpmPPSde => "DPM++ SDE",
+            Self::UniPc => "UniPC",
+            Self::Deis => "DEIS",
+            Self::Lcm => "LCM",
+            Self::Tcd => "TCD",
         }
     }
 
@@ -215,6 +247,9 @@ impl SamplerKind {
             | Self::DpmPP2M
             | Self::DpmPP2MSde
             | Self::DpmPPSde => RESPACED,
+            // samplers-b: UniPC and DEIS read use_*_sigmas; LCM and TCD have no such keys.
+            Self::UniPc | Self::Deis => RESPACED,
+            Self::Lcm | Self::Tcd => &[],
         }
     }
 }
