@@ -17,9 +17,12 @@ pub const MAX_SIDE: u32 = 16384;
 
 /// One render, fully resolved.
 ///
-/// Seeds and batches: a batch of N is one diffusers-style call with ONE generator seeded with
-/// `seed`, which draws the noise of all N images at once. Image `index` i of that batch is
-/// reproduced by the same recipe with the same `batch_size`, not by its seed alone.
+/// Seeds and batches: `easel generate --batch N` renders N images with consecutive seeds, each
+/// its own render with `batch_size` 1 (AUTOMATIC1111's semantics), so every PNG's recipe
+/// reproduces that image alone. `batch_size` > 1 still describes an engine batch: one
+/// diffusers-style call with ONE generator seeded with `seed` that draws the noise of all N
+/// images at once; image `index` of such a batch is reproduced by the same recipe with the same
+/// `batch_size`, not by its seed alone (older easel files hold such recipes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     pub schema_version: u32,
@@ -42,6 +45,10 @@ pub struct Recipe {
     /// The device and number format that rendered it (`cpu`, `cuda:0`; `fp32`, `fp16`, `bf16`).
     pub device: String,
     pub dtype: String,
+    /// The prompt as the user wrote it, when wildcards (`{a|b}`, `__name__`) were expanded into
+    /// `prompt`; `prompt` is what was rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -195,6 +202,7 @@ mod tests {
             index: 3,
             device: "cuda:0".into(),
             dtype: "fp16".into(),
+            prompt_template: Some("a {red|grey} fox".into()),
         }
     }
 

@@ -138,6 +138,7 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         index: 1,
         device: "cpu".into(),
         dtype: "fp32".into(),
+        prompt_template: None,
     }
 }
 

@@ -96,6 +96,7 @@ mod tests {
             index: 0,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            prompt_template: None,
         }
     }
 

@@ -79,6 +79,7 @@ mod tests {
             index,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            prompt_template: None,
         }
     }
 
