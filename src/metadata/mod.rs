@@ -193,8 +193,26 @@ pub fn read_png(path: &Path) -> Result<(ImageParameters, Vec<String>), MetadataE
         }
     }
     match chunks.iter().find(|(k, _)| k == PARAMETERS_KEY) {
-        Some((_, text)) => Ok((ImageParameters::from_parameters(text, &origin), warnings)),
+        Some((_, text)) => Ok((
+            ImageParameters::from_parameters(&utf8_in_latin1(text), &origin),
+            warnings,
+        )),
         None => Err(MetadataError::NoMetadata(path.to_path_buf())),
+    }
+}
+
+/// tEXt chunks are Latin-1 by the PNG standard, but stable-diffusion.cpp (through
+/// stb_image_write) stores UTF-8 bytes there. Text read as Latin-1 whose bytes form valid UTF-8
+/// with multi-byte characters is taken as UTF-8: real Latin-1 prose almost never is (an `é`
+/// alone is an invalid UTF-8 byte).
+pub fn utf8_in_latin1(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes: Option<Vec<u8>> = text.chars().map(|c| u8::try_from(c).ok()).collect();
+    match bytes {
+        Some(bytes) if !text.is_ascii() => match String::from_utf8(bytes) {
+            Ok(utf8) => utf8.into(),
+            Err(_) => text.into(),
+        },
+        _ => text.into(),
     }
 }
 
@@ -223,6 +241,15 @@ mod tests {
         assert!(p.to_patch(true).unwrap().sampler.is_none());
         p.set_sampler("Sampler", "Euler a");
         assert_eq!(p.sampler, Some(SamplerKind::EulerAncestral));
+    }
+
+    #[test]
+    fn utf8_stored_as_latin1_is_recovered() {
+        let mangled: String = "a fox 狐 ❄".bytes().map(char::from).collect();
+        assert_eq!(utf8_in_latin1(&mangled), "a fox 狐 ❄");
+        for plain in ["café, naïve", "plain ascii", "a fox 狐"] {
+            assert_eq!(utf8_in_latin1(plain), plain);
+        }
     }
 
     #[test]
