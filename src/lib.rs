@@ -7,6 +7,7 @@ pub mod history;
 pub mod metadata;
 pub mod output;
 pub mod paths;
+pub mod presets;
 pub mod recipe;
 pub mod store;
 pub mod variations;

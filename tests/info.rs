@@ -304,3 +304,59 @@ fn images_without_settings_fail_clearly() {
         Source::A1111
     ));
 }
+
+/// `easel preset save NAME --from IMAGE.png` keeps what another program's image says.
+#[test]
+fn presets_save_from_other_programs_images() {
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_easel"))
+            .args(args)
+            .env("EASEL_HOME", home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image = reference_dir().join("infotext/sdcpp-2026.png");
+    let out = run(&[
+        "preset",
+        "save",
+        "castle",
+        "--from",
+        image.to_str().unwrap(),
+        "--steps",
+        "12",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["preset", "show", "castle", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &shown["recipe"];
+    assert_eq!(
+        r["prompt"],
+        "a pixel-art castle <lora:pixel:0.7>,\nsunset 夕日"
+    );
+    assert_eq!(r["negative_prompt"], "blurry, noisy");
+    assert_eq!(
+        (&r["seed"], &r["steps"]),
+        (&Value::from(5_000_000_000u64), &Value::from(12))
+    );
+    assert_eq!(
+        (&r["width"], &r["height"]),
+        (&Value::from(256), &Value::from(384))
+    );
+    assert_eq!(r["sampler"], "euler");
+    assert_eq!(r["cfg"], 4.5);
+
+    let image = reference_dir().join("infotext/a1111-quoted.png");
+    let out = run(&[
+        "preset",
+        "save",
+        "knight",
+        "--from",
+        image.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("\"DPM adaptive\""), "{stderr}");
+}

@@ -45,8 +45,8 @@ recorded in the history (see `easel history`).
 Seeds: --batch N renders N images with seeds SEED, SEED+1, ..., each on its own, so each
 PNG's recipe reproduces it alone. Without --seed a random one is chosen, printed, and recorded.
 
-Layers: settings come from the model's defaults, then --from IMAGE.png, then the flags given
-here, later ones winning.
+Layers: settings come from the model's defaults, then --from IMAGE.png, then --preset NAME
+(see `easel preset --help`), then the flags given here, later ones winning.
 
 Wildcards: {a|b|c} picks one option per image, __name__ one line of wildcards/name.txt in
 easel's config folder; picks follow each image's seed. The PNG records the prompt as rendered
@@ -113,6 +113,11 @@ pub struct GenerateArgs {
     /// Images to render, 1 to 64, with seeds SEED, SEED+1, ... (a seed sweep) [default: 1].
     #[arg(short, long, value_name = "N")]
     pub batch: Option<u32>,
+
+    /// Apply a preset (`easel preset list`); repeat to stack them, later ones winning.
+    /// Flags given here win over presets.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<String>,
 
     /// Render every combination of the prompt's `|`-separated optional parts, plus a contact sheet.
     #[arg(long)]
@@ -277,16 +282,19 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
     };
 
-    // Layers, later ones winning: (model defaults, filled in per job) < --from < flags.
-    let mut patch = RecipePatch::default();
+    // Layers, later ones winning: (model defaults, filled in per job) < --from < presets <
+    // flags; presets style the prompt rather than replace it (src/presets).
     let from = match &args.from {
         Some(path) => Some(read_from(path, args.sampler.is_some())?),
         None => None,
     };
-    if let Some((from_patch, _)) = &from {
-        patch.layer(from_patch);
-    }
-    patch.layer(&flags_patch(&args, prompt));
+    let below = from.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+    let patch = super::preset::apply_presets(
+        &args.presets,
+        &below,
+        &flags_patch(&args, prompt),
+        args.json,
+    )?;
 
     if patch.prompt.is_none() {
         bail!(
@@ -295,7 +303,10 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         );
     }
     if patch.model.is_none() {
-        bail!("{}", RecipeError::NoModel);
+        bail!(
+            "no model: pass --model DIR (a diffusers folder), or --from IMAGE.png or a --preset \
+             that names one"
+        );
     }
     check_patch(&patch)?;
     let wildcards_apply = from
@@ -611,6 +622,7 @@ mod tests {
         assert_eq!(a.prompt.as_deref(), Some("a fox"));
         assert_eq!(a.sampler, None);
         assert_eq!((a.batch, a.steps, a.cfg, a.seed), (None, None, None, None));
+        assert!(a.presets.is_empty());
         assert_eq!((a.device, a.dtype), (DeviceChoice::Auto, DtypeChoice::Auto));
         assert!(check_args(&a).is_ok());
         let a = parse(&[

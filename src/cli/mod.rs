@@ -4,6 +4,7 @@ pub mod history;
 pub mod info;
 pub mod interrupt;
 pub mod plan;
+pub mod preset;
 pub mod progress;
 pub mod report;
 pub mod sheet;
@@ -34,6 +35,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// List generated images, newest first.
     History(history::HistoryArgs),
+    /// Named, stackable recipes: list, show, save, edit, rm, rename, export, import.
+    Preset(preset::PresetArgs),
 }
 
 /// Runs easel with the process's arguments.
@@ -58,6 +61,7 @@ where
         Some(Command::Generate(args)) => generate::run(args),
         Some(Command::Info(args)) => info::run(args),
         Some(Command::History(args)) => history::run(args),
+        Some(Command::Preset(args)) => preset::run(args),
         None => {
             // The TUI will live here; until then, show what there is.
             Cli::command().print_help()?;
