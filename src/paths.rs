@@ -36,6 +36,11 @@ impl Paths {
         self.config.join("wildcards")
     }
 
+    /// Textual-inversion embeddings that prompts use by name.
+    pub fn embeddings(&self) -> PathBuf {
+        self.config.join("embeddings")
+    }
+
     pub fn history(&self) -> PathBuf {
         self.data.join("history.jsonl")
     }

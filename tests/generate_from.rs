@@ -200,6 +200,7 @@ fn from_an_a1111_png_maps_its_fields() {
     assert_eq!((r.steps, r.cfg, r.seed), (2, 5.5, 11));
     assert_eq!((r.width, r.height), (64, 64));
     assert_eq!(r.model, "tiny-sd1");
+    assert_eq!(r.clip_skip, 2);
     assert_eq!(r.sampler.name(), "euler_a");
 }
 

@@ -61,6 +61,7 @@ fn check_case(case: &Value, got: &Value) {
         "seed",
         "width",
         "height",
+        "clip_skip",
     ] {
         assert_eq!(got[key], want[key], "{name}: {key}");
     }
@@ -80,7 +81,14 @@ fn check_case(case: &Value, got: &Value) {
         },
     }
     assert_eq!(got["extra"], Value::Object(extra), "{name}: extra");
-    for key in ["schema_version", "device", "dtype", "batch_size", "index"] {
+    for key in [
+        "schema_version",
+        "device",
+        "dtype",
+        "batch_size",
+        "index",
+        "guidance_rescale",
+    ] {
         assert!(got[key].is_null(), "{name}: {key}");
     }
 }
@@ -178,6 +186,8 @@ fn recipe() -> Recipe {
         index: 0,
         device: "cpu".into(),
         dtype: "fp32".into(),
+        clip_skip: 2,
+        guidance_rescale: 0.7,
         prompt_template: Some("a {red|grey} fox\nin snow, \"quoted\"".into()),
     }
 }

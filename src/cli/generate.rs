@@ -5,7 +5,7 @@ use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use super::sheet;
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{Image, StableDiffusion};
+use crate::engine::pipeline::{Image, StableDiffusion, TextToImage};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::history;
@@ -60,6 +60,11 @@ all cells share the seed unless --vary-seed.
 
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
 as JSON under the keyword `easel` (see `easel info`).
+
+Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
+\\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
+several chunks. A textual-inversion embedding is used by its name (its file name without
+.safetensors) from the --embeddings folder.
 
 Ctrl-C stops after the current step; images already finished are kept and the rest skipped;
 a second Ctrl-C quits at once.";
@@ -147,6 +152,21 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "T", default_value = "auto")]
     pub dtype: DtypeChoice,
 
+    /// AUTOMATIC1111's clip skip: 1 uses the text encoder's last layer, 2 the one before it
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+
+    /// Guidance rescale, 0 (off) to 1, as diffusers' guidance_rescale: tames the washed-out or
+    /// over-exposed look of high guidance (0.7 is typical) [default: 0].
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
+
+    /// A folder of textual-inversion embeddings (.safetensors) that prompts use by name
+    /// [default: embeddings/ in easel's config folder, when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub embeddings: Option<PathBuf>,
+
     /// Print one JSON object per image on stdout (path, seed, size, timings), then one for the
     /// contact sheet if any, and nothing else.
     #[arg(long)]
@@ -179,6 +199,9 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     if let Some(batch) = args.batch {
         recipe::check_batch(batch)?;
     }
+    if let Some(rescale) = args.guidance_rescale {
+        recipe::check_guidance_rescale(rescale)?;
+    }
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -195,6 +218,9 @@ pub fn check_patch(patch: &RecipePatch) -> std::result::Result<(), RecipeError> 
     }
     if let Some(cfg) = patch.cfg {
         recipe::check_cfg(cfg)?;
+    }
+    if let Some(rescale) = patch.guidance_rescale {
+        recipe::check_guidance_rescale(rescale)?;
     }
     for (name, side) in [("width", patch.width), ("height", patch.height)] {
         if let Some(v) = side {
@@ -217,6 +243,8 @@ pub fn flags_patch(args: &GenerateArgs, prompt: Option<String>) -> RecipePatch {
         width: args.width,
         height: args.height,
         batch_size: args.batch,
+        clip_skip: args.clip_skip,
+        guidance_rescale: args.guidance_rescale,
     }
 }
 
@@ -235,6 +263,25 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The textual-inversion folders a render may use: `--embeddings DIR` (which must exist), else
+/// the config folder's embeddings/ when it exists.
+pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = arg {
+        if !dir.is_dir() {
+            bail!(
+                "embeddings folder {} does not exist: pass --embeddings with a folder of .safetensors embeddings",
+                dir.display()
+            );
+        }
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(crate::paths::Paths::discover()
+        .map(|p| p.embeddings())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect())
 }
 
 /// The name A1111's `Model:` field shows: the model folder's own name.
@@ -333,6 +380,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
             models.push(job.model().to_string());
         }
     }
+    let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
     let history = match Paths::discover() {
@@ -362,6 +410,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         first_seed: None,
         start: Instant::now(),
         from: from.map(|(_, params)| params),
+        embeddings,
     };
     // Each model loads once; its jobs render in plan order.
     for model in &models {
@@ -419,6 +468,8 @@ struct Run<'a> {
     paths: Vec<Option<PathBuf>>,
     start: Instant,
     from: Option<ImageParameters>,
+    /// Textual-inversion folders the prompts may use.
+    embeddings: Vec<PathBuf>,
 }
 
 impl Run<'_> {
@@ -475,7 +526,11 @@ impl Run<'_> {
                 );
             }
             let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-            let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+            let request = TextToImage {
+                embeddings: self.embeddings.clone(),
+                ..recipe.to_request()
+            };
+            let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
             reporter.finish();
             let output = match result {
                 Err(EngineError::Cancelled) => return Ok(Flow::Cancelled),
@@ -657,6 +712,7 @@ mod tests {
         assert!(check(&["--batch", "65"]).contains("batch"));
         assert!(check(&["--width", "0"]).contains("width"));
         assert!(check(&["--height", "0"]).contains("height"));
+        assert!(check(&["--guidance-rescale", "1.5"]).contains("guidance rescale"));
         for bad in [
             &["--sampler", "dpm9"][..],
             &["--device", "tpu"],
@@ -720,6 +776,28 @@ mod tests {
         );
         assert_eq!(from.batch_size, Some(3));
         assert_eq!(from.width, None);
+        assert_eq!((from.clip_skip, from.guidance_rescale), (None, None));
+        let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
+        let flags = flags_patch(&a, None);
+        assert_eq!(
+            (flags.clip_skip, flags.guidance_rescale),
+            (Some(2), Some(0.7))
+        );
+    }
+
+    #[test]
+    fn embeddings_folder_given_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            embeddings_dirs(Some(dir.path())).unwrap(),
+            vec![dir.path().to_path_buf()]
+        );
+        let missing = dir.path().join("nope");
+        let err = embeddings_dirs(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
     }
 
     #[test]

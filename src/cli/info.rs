@@ -14,9 +14,9 @@ Examples:
 
 --json prints one object: source (easel, a1111 or sdcpp), the recipe fields (null when the
 image does not say: schema_version, model, prompt, negative_prompt, sampler, steps, cfg, seed,
-width, height, batch_size, index, device, dtype, prompt_template) and extra: every other
-setting under the name the image used. A sampler easel does not have is null, its name in
-extra.Sampler. Re-render an image with `easel generate --from IMAGE.png`.";
+width, height, batch_size, index, clip_skip, guidance_rescale, device, dtype, prompt_template)
+and extra: every other setting under the name the image used. A sampler easel does not have is
+null, its name in extra.Sampler. Re-render an image with `easel generate --from IMAGE.png`.";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = EXAMPLES)]
@@ -109,6 +109,12 @@ pub fn human(p: &ImageParameters) -> String {
     }
     if let (Some(w), Some(h)) = (p.width, p.height) {
         line("size", &format!("{w}x{h}"));
+    }
+    if let Some(v) = p.clip_skip {
+        line("clip skip", &v.to_string());
+    }
+    if let Some(v) = p.guidance_rescale.filter(|v| *v != 0.0) {
+        line("guidance rescale", &v.to_string());
     }
     if let (Some(n), Some(i)) = (p.batch_size, p.index) {
         if n > 1 {

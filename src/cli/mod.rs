@@ -26,11 +26,9 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-// Parsed once per process: the size of the largest variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Render images from a prompt and write them as PNGs that carry their recipe.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Print the recipe a PNG carries (made by easel, AUTOMATIC1111 or stable-diffusion.cpp).
     Info(info::InfoArgs),
     /// List generated images, newest first.
@@ -58,7 +56,7 @@ where
         }
     };
     match cli.command {
-        Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Generate(args)) => generate::run(*args),
         Some(Command::Info(args)) => info::run(args),
         Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),

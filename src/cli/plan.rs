@@ -69,6 +69,8 @@ impl Job {
             index: 0,
             device: device.to_string(),
             dtype: dtype.to_string(),
+            clip_skip: p.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
+            guidance_rescale: p.guidance_rescale.unwrap_or(0.0),
             prompt_template: self.prompt_template.clone(),
         };
         recipe.validate()?;

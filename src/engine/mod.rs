@@ -6,6 +6,7 @@ pub mod models;
 pub mod nn;
 pub mod pipeline;
 pub mod preview;
+pub mod prompt;
 pub mod random;
 pub mod schedulers;
 pub mod tokenizer;

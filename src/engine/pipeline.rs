@@ -9,10 +9,11 @@ use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
 use super::preview::latent_preview;
+use super::prompt::{PromptEncoder, TextualInversions};
 use super::random::SeededNoise;
 use super::schedulers::{self, SamplerKind, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -32,6 +33,13 @@ pub struct TextToImage {
     pub sampler: SamplerKind,
     /// Send a latent preview every this many steps (0: never), as previews cost a device sync.
     pub preview_every: usize,
+    /// AUTOMATIC1111's clip skip: 0 or 1 use the text encoder's last layer, N > 1 the N-th from
+    /// the end through the final layer norm (diffusers' `clip_skip` is this minus one).
+    pub clip_skip: u32,
+    /// diffusers' `guidance_rescale` (0 is off, 0.7 is typical for zero-terminal-SNR models).
+    pub guidance_rescale: f64,
+    /// Textual-inversion embeddings the prompts may name: `.safetensors` files or folders.
+    pub embeddings: Vec<PathBuf>,
 }
 
 /// An 8-bit RGB image, row-major.
@@ -211,13 +219,7 @@ impl StableDiffusion {
         let batch = request.batch_size;
 
         let started = Instant::now();
-        let positive = self.encode_prompt(&request.prompt, batch)?;
-        let context = if guided {
-            let negative = self.encode_prompt(&request.negative_prompt, batch)?;
-            Tensor::cat(&[negative, positive], 0)
-        } else {
-            positive
-        };
+        let context = self.encode_prompts(request, guided)?;
         self.synchronize();
         let encode_s = started.elapsed().as_secs_f64();
 
@@ -252,7 +254,8 @@ impl StableDiffusion {
             let prediction = self.unet.forward(&input, t, &context);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
-                &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale
+                let guided = &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale;
+                rescale_guidance(guided, &halves[1], request.guidance_rescale)
             } else {
                 prediction
             };
@@ -284,12 +287,27 @@ impl StableDiffusion {
         })
     }
 
-    /// The text encoder's last hidden state for one prompt, repeated for the batch.
-    fn encode_prompt(&self, prompt: &str, batch: i64) -> Result<Tensor> {
-        let ids = self.tokenizer.encode_padded(prompt);
-        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        let hidden = self.text_encoder.forward(&ids)?.last_hidden_state;
-        Ok(hidden.repeat([batch, 1, 1]))
+    /// The prompt in AUTOMATIC1111's syntax (see `engine::prompt`), after the negative prompt
+    /// when guided (both padded to the same number of chunks), repeated for the batch.
+    fn encode_prompts(&self, request: &TextToImage, guided: bool) -> Result<Tensor> {
+        let dim = self.text_encoder.hidden_size();
+        let embeddings = TextualInversions::load(&request.embeddings, &self.tokenizer, dim)?;
+        let encoder = PromptEncoder::new(
+            &self.tokenizer,
+            &self.text_encoder,
+            request.clip_skip,
+            &embeddings,
+        )?;
+        let batch = [request.batch_size, 1, 1];
+        if !guided {
+            return Ok(encoder.encode(&request.prompt)?.repeat(batch));
+        }
+        let (positive, negative) =
+            encoder.encode_pair(&request.prompt, &request.negative_prompt)?;
+        Ok(Tensor::cat(
+            &[negative.repeat(batch), positive.repeat(batch)],
+            0,
+        ))
     }
 
     /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
@@ -318,6 +336,19 @@ impl StableDiffusion {
             tch::Cuda::synchronize(n as i64);
         }
     }
+}
+
+/// diffusers' `rescale_noise_cfg` (Lin et al. 2023, 3.4): the guided prediction rescaled to the
+/// standard deviation of the text-conditioned one (per image), mixed in by `rescale`.
+pub fn rescale_guidance(guided: Tensor, text: &Tensor, rescale: f64) -> Tensor {
+    if rescale <= 0.0 {
+        return guided;
+    }
+    let dims: Vec<i64> = (1..guided.dim() as i64).collect();
+    let std_text = text.std_dim(&dims[..], true, true);
+    let std_guided = guided.std_dim(&dims[..], true, true);
+    let rescaled = &guided * (std_text / std_guided);
+    rescaled * rescale + guided * (1.0 - rescale)
 }
 
 fn load_vae(

@@ -108,6 +108,13 @@ pub(crate) fn apply(p: &mut ImageParameters, key: &str, value: &str) {
             p.model = Some(v.to_string());
             true
         }
+        // Both programs write it only when it skips; 0 and below mean "the model's default".
+        "Clip skip" => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .map(|n| p.clip_skip = Some(n))
+            .is_some(),
         "Sampler" => {
             p.set_sampler(key, v);
             true
@@ -182,7 +189,7 @@ mod tests {
             (Some(42), Some(640), Some(512))
         );
         assert_eq!(p.model.as_deref(), Some("sd15"));
-        assert_eq!(p.extra["Clip skip"], "2");
+        assert_eq!(p.clip_skip, Some(2));
         // A value that does not parse is kept, not dropped.
         assert_eq!(p.extra["Steps"], "x");
         assert_eq!(size("512x"), None);

@@ -51,6 +51,8 @@ pub struct ImageParameters {
     pub height: Option<u32>,
     pub batch_size: Option<u32>,
     pub index: Option<u32>,
+    pub clip_skip: Option<u32>,
+    pub guidance_rescale: Option<f64>,
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub prompt_template: Option<String>,
@@ -100,6 +102,8 @@ impl ImageParameters {
             height: None,
             batch_size: None,
             index: None,
+            clip_skip: None,
+            guidance_rescale: None,
             device: None,
             dtype: None,
             prompt_template: None,
@@ -123,6 +127,8 @@ impl ImageParameters {
             height: Some(r.height),
             batch_size: Some(r.batch_size),
             index: Some(r.index),
+            clip_skip: Some(r.clip_skip),
+            guidance_rescale: Some(r.guidance_rescale),
             device: Some(r.device.clone()),
             dtype: Some(r.dtype.clone()),
             prompt_template: r.prompt_template.clone(),
@@ -174,6 +180,8 @@ impl ImageParameters {
             width: self.width,
             height: self.height,
             batch_size: None,
+            clip_skip: self.clip_skip,
+            guidance_rescale: self.guidance_rescale,
         })
     }
 }
@@ -263,9 +271,11 @@ mod tests {
             [
                 "batch_size",
                 "cfg",
+                "clip_skip",
                 "device",
                 "dtype",
                 "extra",
+                "guidance_rescale",
                 "height",
                 "index",
                 "model",
