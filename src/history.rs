@@ -127,6 +127,8 @@ mod tests {
             clip_skip: 1,
             guidance_rescale: 0.0,
             prompt_template: None,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 

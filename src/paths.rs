@@ -41,6 +41,11 @@ impl Paths {
         self.config.join("embeddings")
     }
 
+    /// LoRAs that prompts name with `<lora:NAME:WEIGHT>` (NAME.safetensors).
+    pub fn loras(&self) -> PathBuf {
+        self.config.join("loras")
+    }
+
     pub fn history(&self) -> PathBuf {
         self.data.join("history.jsonl")
     }

@@ -61,6 +61,19 @@ pub struct Recipe {
     /// `prompt`; `prompt` is what was rendered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<String>,
+    /// LoRAs fused into the model (`--lora`), in order; `<lora:NAME:W>` tags stay in the prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<RecipeLora>,
+    /// A VAE that replaced the model's (`--vae`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<String>,
+}
+
+/// A LoRA and its weight, as the user named it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeLora {
+    pub path: String,
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -191,7 +204,8 @@ impl Recipe {
     /// The engine request that renders the whole batch this recipe belongs to.
     pub fn to_request(&self) -> TextToImage {
         TextToImage {
-            prompt: self.prompt.clone(),
+            // LoRA tags choose LoRAs at load time; the text encoder never sees them.
+            prompt: crate::engine::lora::strip_tags(&self.prompt),
             negative_prompt: self.negative_prompt.clone(),
             steps: self.steps,
             guidance_scale: self.cfg,
@@ -231,6 +245,8 @@ mod tests {
             clip_skip: 2,
             guidance_rescale: 0.7,
             prompt_template: Some("a {red|grey} fox".into()),
+            loras: Vec::new(),
+            vae: None,
         }
     }
 

@@ -189,6 +189,8 @@ fn recipe() -> Recipe {
         clip_skip: 2,
         guidance_rescale: 0.7,
         prompt_template: Some("a {red|grey} fox\nin snow, \"quoted\"".into()),
+        loras: Vec::new(),
+        vae: None,
     }
 }
 

@@ -141,6 +141,8 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         clip_skip: 1,
         guidance_rescale: 0.0,
         prompt_template: None,
+        loras: Vec::new(),
+        vae: None,
     }
 }
 

@@ -5,7 +5,8 @@ use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use super::sheet;
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{Image, StableDiffusion, TextToImage};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::history;
@@ -13,7 +14,7 @@ use crate::metadata::{self, ImageParameters};
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
 use crate::paths::Paths;
-use crate::recipe::{self, Recipe, RecipeError, RecipePatch};
+use crate::recipe::{self, Recipe, RecipeError, RecipeLora, RecipePatch};
 use crate::variations::contact_sheet;
 use crate::variations::grid::GridAxis;
 use crate::variations::wildcards::Wildcards;
@@ -34,7 +35,12 @@ Examples:
   easel generate \"a {red|green|blue} __animal__ in the snow\" -m models/sd15 --batch 4
   easel generate \"a cat|wearing a hat|in the snow\" -m models/sd15 --prompt-matrix
   easel generate \"a fox\" -m models/sd15 --grid-x cfg=4,7,10 --grid-y sampler=euler_a,ddim
+  easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
 
+Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
+(SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
+command that converts them). <lora:NAME:WEIGHT> in the prompt loads NAME.safetensors from the
+loras/ folder of easel's config folder ($EASEL_HOME/config/loras when EASEL_HOME is set).
 Files: an --out ending in .png is that file (replaced if it exists; several images are written
 as name-1.png, name-2.png, ..., and a matrix or grid's contact sheet is name.png itself).
 Anything else is a folder (created if needed; default ./outputs/) where names are
@@ -81,9 +87,24 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "IMAGE.png")]
     pub from: Option<PathBuf>,
 
-    /// The model: a diffusers folder (with model_index.json).
-    #[arg(short, long, value_name = "DIR")]
+    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
+    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
+    #[arg(short, long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
+    /// standard ones easel picks from the checkpoint's keys (as diffusers' `config=`).
+    #[arg(long, value_name = "DIR")]
+    pub model_config: Option<PathBuf>,
+
+    /// A LoRA to fuse into the model, with its weight (default 1); repeatable. Prompt tags
+    /// `<lora:NAME:WEIGHT>` add LoRAs from the `loras` folder of easel's config folder.
+    #[arg(long = "lora", value_name = "PATH[:WEIGHT]", value_parser = parse_lora)]
+    pub loras: Vec<RecipeLora>,
+
+    /// A VAE replacing the model's: a diffusers VAE folder or a `.safetensors` file.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
     #[arg(short, long, value_name = "TEXT")]
@@ -248,13 +269,72 @@ pub fn flags_patch(args: &GenerateArgs, prompt: Option<String>) -> RecipePatch {
     }
 }
 
-/// A clear error for a model path that cannot be a diffusers folder.
+/// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
+pub fn parse_lora(arg: &str) -> std::result::Result<RecipeLora, String> {
+    let (path, weight) = match arg.rsplit_once(':') {
+        Some((p, w)) if w.trim().parse::<f64>().is_ok() => {
+            (p, w.trim().parse::<f64>().unwrap_or(1.0))
+        }
+        _ => (arg, 1.0),
+    };
+    if path.is_empty() || !weight.is_finite() {
+        return Err(format!(
+            "{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"
+        ));
+    }
+    Ok(RecipeLora {
+        path: path.to_string(),
+        weight,
+    })
+}
+
+/// The LoRAs of a render: `--lora` ones, then those the prompt's `<lora:NAME:W>` tags name,
+/// found as NAME.safetensors in `lora_dir`.
+pub fn resolve_loras(
+    flags: &[RecipeLora],
+    prompt: &str,
+    lora_dir: Option<&Path>,
+) -> Result<Vec<LoraSpec>> {
+    let mut specs: Vec<LoraSpec> = flags
+        .iter()
+        .map(|l| LoraSpec {
+            path: PathBuf::from(&l.path),
+            weight: l.weight,
+        })
+        .collect();
+    for tag in prompt_tags(prompt) {
+        let Some(dir) = lora_dir else {
+            bail!("the prompt asks for <lora:{}>, but easel has no config folder to look in: set EASEL_HOME", tag.name);
+        };
+        let path = dir.join(format!("{}.safetensors", tag.name));
+        if !path.is_file() {
+            bail!(
+                "the prompt asks for <lora:{}>, but {} does not exist: put the LoRA there, or pass it with --lora PATH:WEIGHT",
+                tag.name,
+                path.display()
+            );
+        }
+        specs.push(LoraSpec {
+            path,
+            weight: tag.weight,
+        });
+    }
+    Ok(specs)
+}
+
+/// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
+        return Err(e.into());
+    }
     if !dir.exists() {
         bail!(
-            "model folder {} does not exist: pass --model with a diffusers folder (one holding model_index.json)",
+            "model {} does not exist: pass --model with a diffusers folder (one holding model_index.json) or a .safetensors checkpoint",
             dir.display()
         );
+    }
+    if dir.is_file() {
+        return Ok(());
     }
     if !dir.join("model_index.json").is_file() {
         bail!(
@@ -284,14 +364,15 @@ pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// The name A1111's `Model:` field shows: the model folder's own name.
+/// The name A1111's `Model:` field shows: the model folder's own name, or the file's stem.
 pub fn model_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .ok()
-        .as_deref()
-        .unwrap_or(dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let path = dir.canonicalize().ok().unwrap_or_else(|| dir.to_path_buf());
+    let name = if path.is_file() {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string())
 }
 
@@ -299,6 +380,13 @@ pub fn model_name(dir: &Path) -> String {
 pub fn random_seed() -> Result<u64> {
     let v = getrandom::u32().map_err(|e| anyhow::anyhow!("cannot draw a random seed: {e}"))?;
     Ok(u64::from(v))
+}
+
+/// What the flags add to a recipe beyond the layered fields: `--lora` and `--vae`.
+pub fn with_model_extras(mut recipe: Recipe, args: &GenerateArgs) -> Recipe {
+    recipe.loras = args.loras.clone();
+    recipe.vae = args.vae.as_ref().map(|p| p.display().to_string());
+    recipe
 }
 
 /// The settings of a `--from` image, with its warnings printed.
@@ -373,11 +461,21 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         .map(|p| p.wildcards())
         .unwrap_or_else(|_| PathBuf::from("wildcards"));
     let plan = plan::build(&patch, &request, &mut Wildcards::new(&wildcard_dir))?;
-    let mut models: Vec<String> = Vec::new();
+    // Jobs sharing a model and LoRA set (prompt tags may differ per job) share one load.
+    let lora_dir = Paths::discover().ok().map(|p| p.loras());
+    let mut groups: Vec<(String, Vec<LoraSpec>, Vec<&plan::Job>)> = Vec::new();
     for job in &plan.jobs {
-        if !models.iter().any(|m| m == job.model()) {
-            check_model_dir(Path::new(job.model()))?;
-            models.push(job.model().to_string());
+        let prompt = job.patch.prompt.as_deref().unwrap_or_default();
+        let loras = resolve_loras(&args.loras, prompt, lora_dir.as_deref())?;
+        match groups
+            .iter_mut()
+            .find(|(m, l, _)| m == job.model() && *l == loras)
+        {
+            Some((_, _, jobs)) => jobs.push(job),
+            None => {
+                check_model_dir(Path::new(job.model()))?;
+                groups.push((job.model().to_string(), loras, vec![job]));
+            }
         }
     }
     let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
@@ -412,10 +510,8 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         from: from.map(|(_, params)| params),
         embeddings,
     };
-    // Each model loads once; its jobs render in plan order.
-    for model in &models {
-        let jobs: Vec<&plan::Job> = plan.jobs.iter().filter(|j| j.model() == model).collect();
-        if run.render_model(model, &jobs, cancel)? == Flow::Cancelled {
+    for (model, loras, jobs) in groups {
+        if run.render_model(&model, loras, &jobs, cancel)? == Flow::Cancelled {
             return Ok(cancelled(run.written));
         }
     }
@@ -476,6 +572,7 @@ impl Run<'_> {
     fn render_model(
         &mut self,
         model: &str,
+        loras: Vec<LoraSpec>,
         jobs: &[&plan::Job],
         cancel: &AtomicBool,
     ) -> Result<Flow> {
@@ -488,8 +585,13 @@ impl Run<'_> {
             kind_name(kind)
         );
         let dir = Path::new(model);
-        let sd = StableDiffusion::load(dir, device, kind)
-            .with_context(|| format!("cannot load the model in {model}"))?;
+        let options = LoadOptions {
+            loras,
+            vae: self.args.vae.clone(),
+            config: self.args.model_config.clone(),
+        };
+        let sd = StableDiffusion::load_with(dir, device, kind, &options)
+            .with_context(|| format!("cannot load the model {model}"))?;
         let load_s = load_start.elapsed().as_secs_f64();
         let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
         if let Some(from) = self.from.take() {
@@ -508,7 +610,7 @@ impl Run<'_> {
             if cancel.load(Ordering::SeqCst) {
                 return Ok(Flow::Cancelled);
             }
-            let recipe = job.recipe(&sd.defaults(), &device, dtype)?;
+            let recipe = with_model_extras(job.recipe(&sd.defaults(), &device, dtype)?, self.args);
             if !self.args.json {
                 let counter = if self.total > 1 {
                     format!("[{}/{}] ", job.number + 1, self.total)
@@ -736,6 +838,54 @@ mod tests {
     }
 
     #[test]
+    fn loras_from_flags_and_prompt_tags() {
+        let a = parse(&["--lora", "a.safetensors:0.5", "--lora", "dir/b.safetensors"]).unwrap();
+        assert_eq!(
+            a.loras,
+            vec![
+                RecipeLora {
+                    path: "a.safetensors".into(),
+                    weight: 0.5
+                },
+                RecipeLora {
+                    path: "dir/b.safetensors".into(),
+                    weight: 1.0
+                }
+            ]
+        );
+        assert!(parse(&["--lora", ":0.5"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ink.safetensors"), b"").unwrap();
+        let specs = resolve_loras(&a.loras, "a fox <lora:ink:-0.3>", Some(dir.path())).unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[2].path, dir.path().join("ink.safetensors"));
+        assert_eq!(specs[2].weight, -0.3);
+        let err = resolve_loras(&[], "<lora:nope:1>", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope.safetensors") && err.contains("--lora"),
+            "{err}"
+        );
+        let job = plan::Job {
+            number: 0,
+            patch: RecipePatch {
+                model: Some("m".into()),
+                prompt: Some("a fox".into()),
+                ..Default::default()
+            },
+            prompt_template: None,
+        };
+        let defaults = crate::engine::pipeline::ModelDefaults {
+            width: 64,
+            height: 64,
+        };
+        let r = with_model_extras(job.recipe(&defaults, "cpu", "fp32").unwrap(), &a);
+        assert_eq!(r.loras, a.loras);
+        assert!(Recipe::from_json(&r.to_json()).unwrap().loras == a.loras);
+    }
+
+    #[test]
     fn prompt_from_argument_or_stdin() {
         let mut empty = std::io::empty();
         assert_eq!(
@@ -806,6 +956,14 @@ mod tests {
         let model = dir.path().join("my-model");
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
+        let err = check_model_dir(&dir.path().join("old.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pickle"), "{err}");
+        let file = dir.path().join("dreamy.safetensors");
+        std::fs::write(&file, b"").unwrap();
+        assert!(check_model_dir(&file).is_ok());
+        assert_eq!(model_name(&file), "dreamy");
         std::fs::create_dir(&model).unwrap();
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("model_index.json"), "{err}");

@@ -72,6 +72,8 @@ impl Job {
             clip_skip: p.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
             guidance_rescale: p.guidance_rescale.unwrap_or(0.0),
             prompt_template: self.prompt_template.clone(),
+            loras: Vec::new(),
+            vae: None,
         };
         recipe.validate()?;
         Ok(recipe)

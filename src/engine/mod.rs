@@ -1,7 +1,9 @@
 //! Stable Diffusion on libtorch. Knows nothing of terminals, files other than weights, or presets.
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod loader;
+pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

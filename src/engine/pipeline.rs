@@ -1,7 +1,9 @@
 //! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
+use super::checkpoint::Version;
 use super::error::{EngineError, Result};
-use super::loader::ModelFolder;
+use super::loader::{ModelSource, VaeOverride};
+use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
 use super::models::unet::{UNet2DConditionModel, UNetConditioning};
@@ -83,13 +85,25 @@ pub struct ModelDefaults {
     pub height: i64,
 }
 
+/// What a load takes besides the model: LoRAs fused into the weights, a replacement VAE, and
+/// for single-file checkpoints a diffusers folder whose configs replace the embedded ones.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub loras: Vec<LoraSpec>,
+    pub vae: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
 /// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
-    folder: ModelFolder,
+    source: ModelSource,
+    vae_override: Option<VaeOverride>,
+    loras: Vec<LoraSpec>,
     device: Device,
     kind: Kind,
     tokenizer: ClipTokenizer,
     text_encoder: ClipTextModel,
+    clip_config: ClipTextConfig,
     unet: UNet2DConditionModel,
     unet_config: UNetConfig,
     vae: AutoencoderKl,
@@ -102,31 +116,51 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Loads every component of a diffusers folder onto `device`, computing in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        Self::load_with(dir, device, kind, &LoadOptions::default())
+    }
+
+    /// Loads a diffusers folder or a single-file checkpoint, with LoRAs and a VAE override.
+    pub fn load_with(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
-        let folder = ModelFolder::open(dir)?;
-        let tokenizer_dir = folder.component("tokenizer");
-        let tokenizer = if tokenizer_dir.join("vocab.json").is_file() {
-            ClipTokenizer::from_folder(&tokenizer_dir)?
-        } else {
-            ClipTokenizer::embedded("<|endoftext|>")?
-        };
+        let source = ModelSource::open(path, options.config.as_deref())?;
+        if let ModelSource::SingleFile(c) = &source {
+            if c.version() == Version::Sdxl {
+                return Err(EngineError::Invalid(format!(
+                    "{} is an SDXL checkpoint, which this pipeline does not render",
+                    path.display()
+                )));
+            }
+        }
+        let tokenizer = source.tokenizer("tokenizer", "<|endoftext|>")?;
+        let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
+        loras.check_components(&["unet", "text_encoder"])?;
 
         // Every component is built before any mismatch is reported, so one error lists them all.
         let mut mismatches = Vec::new();
-        let clip_config = ClipTextConfig::from_file(&folder.config("text_encoder", "config.json"))?;
-        let weights = folder.weights("text_encoder", "model", device, kind)?;
-        let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
-        mismatches.extend(weights.finish().err());
+        let clip_config: ClipTextConfig =
+            source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
+        let text_encoder =
+            load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
+        let unet_config: UNetConfig = source.config("unet", "config.json", |c: &UNetConfig| {
+            c.layout().map(|_| ())
+        })?;
+        let unet = load_unet(&source, &unet_config, &loras, device, kind, &mut mismatches)?;
 
-        let unet_config = UNetConfig::from_file(&folder.config("unet", "config.json"))?;
-        let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
-        let unet = UNet2DConditionModel::new(&weights.root(), &unet_config)?;
-        mismatches.extend(weights.finish().err());
-
-        let vae_config = VaeConfig::from_file(&folder.config("vae", "config.json"))?;
-        let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
-        let vae = AutoencoderKl::new(&weights.root(), &vae_config)?;
-        mismatches.extend(weights.finish().err());
+        let vae_override = options.vae.clone().map(|path| VaeOverride { path });
+        let vae_config = vae_config(&source, vae_override.as_ref())?;
+        let vae = match load_vae(&source, vae_override.as_ref(), &vae_config, device, kind) {
+            Ok(vae) => Some(vae),
+            Err(e @ EngineError::WeightMismatch { .. }) => {
+                mismatches.push(e);
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if !mismatches.is_empty() {
             let report = mismatches
                 .iter()
@@ -135,15 +169,22 @@ impl StableDiffusion {
                 .join("\n");
             return Err(EngineError::Invalid(report));
         }
+        let vae = vae.ok_or_else(|| EngineError::Invalid("the VAE did not load".into()))?;
 
-        let scheduler_config =
-            SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
+        let (text, where_) = source.config_text("scheduler", "scheduler_config.json")?;
+        let scheduler_config = SchedulerConfig::from_json(&text).map_err(|e| match e {
+            EngineError::Invalid(m) => EngineError::Invalid(format!("{}: {m}", where_.display())),
+            other => other,
+        })?;
         Ok(Self {
-            folder,
+            source,
+            vae_override,
+            loras: options.loras.clone(),
             device,
             kind,
             tokenizer,
             text_encoder,
+            clip_config,
             unet,
             unet_config,
             vae,
@@ -151,6 +192,46 @@ impl StableDiffusion {
             vae_fp32: OnceLock::new(),
             scheduler_config,
         })
+    }
+
+    /// The LoRAs fused into the weights now.
+    pub fn loras(&self) -> &[LoraSpec] {
+        &self.loras
+    }
+
+    /// Replaces the fused LoRAs: the text encoder and UNet are rebuilt from the model's files
+    /// with the new LoRAs (none: the base weights, bit for bit).
+    pub fn set_loras(&mut self, loras: &[LoraSpec]) -> Result<()> {
+        if loras == self.loras.as_slice() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let set = LoraSet::load(loras)?.with_unet_config(unet_json(&self.source)?);
+        set.check_components(&["unet", "text_encoder"])?;
+        let mut mismatches = Vec::new();
+        let text_encoder = load_text_encoder(
+            &self.source,
+            &self.clip_config,
+            &set,
+            self.device,
+            self.kind,
+            &mut mismatches,
+        )?;
+        let unet = load_unet(
+            &self.source,
+            &self.unet_config,
+            &set,
+            self.device,
+            self.kind,
+            &mut mismatches,
+        )?;
+        if let Some(e) = mismatches.into_iter().next() {
+            return Err(e);
+        }
+        self.text_encoder = text_encoder;
+        self.unet = unet;
+        self.loras = loras.to_vec();
+        Ok(())
     }
 
     pub fn device(&self) -> Device {
@@ -161,9 +242,9 @@ impl StableDiffusion {
         self.kind
     }
 
-    /// The model's name for metadata: its folder's name.
+    /// The model's name for metadata: its folder's name or its file's stem.
     pub fn name(&self) -> String {
-        self.folder.name()
+        self.source.name()
     }
 
     /// How many pixels one latent pixel covers: 2^(VAE levels - 1).
@@ -319,7 +400,13 @@ impl StableDiffusion {
             let vae = match self.vae_fp32.get() {
                 Some(vae) => vae,
                 None => {
-                    let vae = load_vae(&self.folder, &self.vae_config, self.device, Kind::Float)?;
+                    let vae = load_vae(
+                        &self.source,
+                        self.vae_override.as_ref(),
+                        &self.vae_config,
+                        self.device,
+                        Kind::Float,
+                    )?;
                     self.vae_fp32.get_or_init(|| vae)
                 }
             };
@@ -351,13 +438,70 @@ pub fn rescale_guidance(guided: Tensor, text: &Tensor, rescale: f64) -> Tensor {
     rescaled * rescale + guided * (1.0 - rescale)
 }
 
+fn load_text_encoder(
+    source: &ModelSource,
+    config: &ClipTextConfig,
+    loras: &LoraSet,
+    device: Device,
+    kind: Kind,
+    mismatches: &mut Vec<EngineError>,
+) -> Result<ClipTextModel> {
+    let weights = source.weights("text_encoder", "model", device, kind)?;
+    let patch = loras.patch_for("text_encoder", &weights)?;
+    let weights = weights.with_patch(patch);
+    let model = ClipTextModel::new(&weights.root(), config)?;
+    mismatches.extend(weights.finish().err());
+    Ok(model)
+}
+
+fn load_unet(
+    source: &ModelSource,
+    config: &UNetConfig,
+    loras: &LoraSet,
+    device: Device,
+    kind: Kind,
+    mismatches: &mut Vec<EngineError>,
+) -> Result<UNet2DConditionModel> {
+    let weights = source.weights("unet", "diffusion_pytorch_model", device, kind)?;
+    let patch = loras.patch_for("unet", &weights)?;
+    let weights = weights.with_patch(patch);
+    let model = UNet2DConditionModel::new(&weights.root(), config)?;
+    mismatches.extend(weights.finish().err());
+    Ok(model)
+}
+
+fn unet_json(source: &ModelSource) -> Result<serde_json::Value> {
+    let (text, path) = source.config_text("unet", "config.json")?;
+    super::loader::parse_config(&text, &path, |_: &serde_json::Value| Ok(()))
+}
+
+/// The VAE's config: the override folder's, else the model's.
+fn vae_config(source: &ModelSource, vae: Option<&VaeOverride>) -> Result<VaeConfig> {
+    let (text, path) = source.config_text("vae", "config.json")?;
+    let (text, path) = match vae {
+        Some(v) => v.config_text(&text)?,
+        None => (text, path),
+    };
+    super::loader::parse_config(&text, &path, VaeConfig::validate)
+}
+
 fn load_vae(
-    folder: &ModelFolder,
+    source: &ModelSource,
+    vae: Option<&VaeOverride>,
     config: &VaeConfig,
     device: Device,
     kind: Kind,
 ) -> Result<AutoencoderKl> {
-    let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
+    let weights = match vae {
+        Some(v) => {
+            let (text, _) = source.config_text("vae", "config.json")?;
+            let (text, _) = v.config_text(&text)?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| EngineError::Invalid(format!("VAE config: {e}")))?;
+            v.weights(&json, device, kind)?
+        }
+        None => source.weights("vae", "diffusion_pytorch_model", device, kind)?,
+    };
     let vae = AutoencoderKl::new(&weights.root(), config)?;
     weights.finish()?;
     Ok(vae)
