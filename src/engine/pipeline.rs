@@ -6,6 +6,7 @@ use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
+use super::models::embeddings::guidance_scale_embedding;
 use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
@@ -296,8 +297,22 @@ impl StableDiffusion {
                 "the batch size must be at least 1".into(),
             ));
         }
-        let guided = request.guidance_scale > 1.0;
         let batch = request.batch_size;
+        // LCM-style UNets (time_cond_proj_dim) take the guidance scale as an embedding and run
+        // without classifier-free guidance, as diffusers' pipelines do.
+        let conditioning = UNetConditioning {
+            timestep_cond: self.unet_config.time_cond_proj_dim.map(|dim| {
+                let w = Tensor::full(
+                    [batch],
+                    request.guidance_scale - 1.0,
+                    (Kind::Float, Device::Cpu),
+                );
+                guidance_scale_embedding(&w, dim)
+                    .to_kind(self.kind)
+                    .to_device(self.device)
+            }),
+        };
+        let guided = request.guidance_scale > 1.0 && conditioning.timestep_cond.is_none();
 
         let started = Instant::now();
         let context = self.encode_prompts(request, guided)?;
@@ -329,10 +344,9 @@ impl StableDiffusion {
             };
             let input = scheduler.scale_model_input(&input, i);
             if i == 0 {
-                self.unet
-                    .check_inputs(&input, &context, &UNetConditioning::default())?;
+                self.unet.check_inputs(&input, &context, &conditioning)?;
             }
-            let prediction = self.unet.forward(&input, t, &context);
+            let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
                 let guided = &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale;
