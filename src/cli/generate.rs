@@ -58,12 +58,12 @@ pub struct GenerateArgs {
     )]
     pub negative: String,
 
-    /// Denoising steps, 1 to 1000 [default: 20].
+    /// Denoising steps, 1 to 1000 [default: the model's: 1 for turbo models, else 20].
     #[arg(short, long, value_name = "N")]
     pub steps: Option<usize>,
 
     /// Guidance scale: how strongly the image follows the prompt; 1 or less turns guidance off
-    /// [default: 7.5].
+    /// [default: the model's: 0 for turbo models, 5 for SDXL, else 7.5].
     #[arg(short, long, value_name = "F")]
     pub cfg: Option<f64>,
 
@@ -188,8 +188,8 @@ pub fn build_recipe(
         prompt,
         negative_prompt: args.negative.clone(),
         sampler: args.sampler,
-        steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
-        cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
+        steps: args.steps.unwrap_or(defaults.steps),
+        cfg: args.cfg.unwrap_or(defaults.cfg),
         seed,
         width: side(args.width, defaults.width),
         height: side(args.height, defaults.height),
@@ -381,6 +381,8 @@ mod tests {
         let defaults = ModelDefaults {
             width: 768,
             height: 512,
+            steps: 20,
+            cfg: 7.5,
         };
         let a = parse(&["--seed", "9", "--height", "640", "-n", "blur"]).unwrap();
         let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
@@ -390,6 +392,24 @@ mod tests {
         assert_eq!(r.negative_prompt, "blur");
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
+        let turbo = ModelDefaults {
+            steps: 1,
+            cfg: 0.0,
+            ..defaults
+        };
+        let r = build_recipe(
+            &parse(&[]).unwrap(),
+            "a fox".into(),
+            9,
+            &turbo,
+            "cpu",
+            "fp32",
+        )
+        .unwrap();
+        assert_eq!((r.steps, r.cfg), (1, 0.0));
+        let a = parse(&["--steps", "4", "--cfg", "2"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &turbo, "cpu", "fp32").unwrap();
+        assert_eq!((r.steps, r.cfg), (4, 2.0));
     }
 
     #[test]

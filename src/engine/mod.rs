@@ -1,10 +1,12 @@
 //! Stable Diffusion on libtorch. Knows nothing of terminals, files other than weights, or presets.
 pub mod device;
 pub mod error;
+pub mod family;
 pub mod loader;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod pipeline_sdxl;
 pub mod preview;
 pub mod random;
 pub mod schedulers;

@@ -1,6 +1,8 @@
 //! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
 use super::error::{EngineError, Result};
+pub use super::family::ModelDefaults;
+use super::family::{Family, ModelInfo};
 use super::loader::ModelFolder;
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
@@ -8,6 +10,7 @@ use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
+use super::pipeline_sdxl::{SdxlConditioning, SdxlText};
 use super::preview::latent_preview;
 use super::random::SeededNoise;
 use super::schedulers::{self, SamplerKind, SchedulerConfig};
@@ -68,13 +71,6 @@ pub struct Output {
     pub timings: Timings,
 }
 
-/// Defaults a model's configs imply.
-#[derive(Debug, Clone)]
-pub struct ModelDefaults {
-    pub width: i64,
-    pub height: i64,
-}
-
 /// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
     folder: ModelFolder,
@@ -89,6 +85,9 @@ pub struct StableDiffusion {
     /// An fp32 copy of the VAE, loaded the first time a half-precision decode overflows.
     vae_fp32: OnceLock<AutoencoderKl>,
     scheduler_config: SchedulerConfig,
+    info: ModelInfo,
+    /// SDXL's second text encoder; None for SD 1.x/2.x.
+    sdxl: Option<SdxlText>,
 }
 
 impl StableDiffusion {
@@ -96,6 +95,7 @@ impl StableDiffusion {
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
         let _guard = tch::no_grad_guard();
         let folder = ModelFolder::open(dir)?;
+        let info = ModelInfo::detect(dir)?;
         let tokenizer_dir = folder.component("tokenizer");
         let tokenizer = if tokenizer_dir.join("vocab.json").is_file() {
             ClipTokenizer::from_folder(&tokenizer_dir)?
@@ -109,6 +109,10 @@ impl StableDiffusion {
         let weights = folder.weights("text_encoder", "model", device, kind)?;
         let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
         mismatches.extend(weights.finish().err());
+        let sdxl = match info.family {
+            Family::Sdxl => Some(SdxlText::load(&folder, device, kind, &mut mismatches)?),
+            Family::Sd1 | Family::Sd2 => None,
+        };
 
         let unet_config = UNetConfig::from_file(&folder.config("unet", "config.json"))?;
         let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
@@ -142,7 +146,14 @@ impl StableDiffusion {
             vae_config,
             vae_fp32: OnceLock::new(),
             scheduler_config,
+            info,
+            sdxl,
         })
+    }
+
+    /// What the folder holds (family, prediction type, inpainting, turbo).
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     pub fn device(&self) -> Device {
@@ -163,20 +174,11 @@ impl StableDiffusion {
         self.vae_config.latent_scale_factor()
     }
 
-    /// The native size: the UNet's sample size times the latent scale factor.
+    /// The native size (the UNet's sample size times the latent scale factor), and the steps
+    /// and guidance the model family renders well with.
     pub fn defaults(&self) -> ModelDefaults {
-        use super::models::unet_config::PerBlock;
-        let factor = self.latent_scale_factor();
-        // A config without sample_size gets SD 1.x's 64 latent pixels.
-        let (h, w) = match &self.unet_config.sample_size {
-            Some(PerBlock::One(s)) => (*s, *s),
-            Some(PerBlock::Each(v)) if v.len() == 2 => (v[0], v[1]),
-            _ => (64, 64),
-        };
-        ModelDefaults {
-            width: w * factor,
-            height: h * factor,
-        }
+        self.info
+            .defaults(&self.unet_config, self.latent_scale_factor())
     }
 
     /// Sizes must be multiples of 8 (as diffusers requires) and of the latent scale factor.
@@ -202,6 +204,7 @@ impl StableDiffusion {
     ) -> Result<Output> {
         let _guard = tch::no_grad_guard();
         self.check_size(request.width, request.height)?;
+        self.info.check_text_to_image()?;
         if request.batch_size < 1 {
             return Err(EngineError::Invalid(
                 "the batch size must be at least 1".into(),
@@ -211,12 +214,27 @@ impl StableDiffusion {
         let batch = request.batch_size;
 
         let started = Instant::now();
-        let positive = self.encode_prompt(&request.prompt, batch)?;
-        let context = if guided {
-            let negative = self.encode_prompt(&request.negative_prompt, batch)?;
-            Tensor::cat(&[negative, positive], 0)
+        let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
+            let SdxlConditioning { context, added } = sdxl.condition(
+                &self.tokenizer,
+                &self.text_encoder,
+                &request.prompt,
+                &request.negative_prompt,
+                guided,
+                batch,
+                request.height,
+                request.width,
+            )?;
+            (context, added)
         } else {
-            positive
+            let positive = self.encode_prompt(&request.prompt, batch)?;
+            let context = if guided {
+                let negative = self.encode_prompt(&request.negative_prompt, batch)?;
+                Tensor::cat(&[negative, positive], 0)
+            } else {
+                positive
+            };
+            (context, UNetConditioning::default())
         };
         self.synchronize();
         let encode_s = started.elapsed().as_secs_f64();
@@ -246,10 +264,9 @@ impl StableDiffusion {
             };
             let input = scheduler.scale_model_input(&input, i);
             if i == 0 {
-                self.unet
-                    .check_inputs(&input, &context, &UNetConditioning::default())?;
+                self.unet.check_inputs(&input, &context, &conditioning)?;
             }
-            let prediction = self.unet.forward(&input, t, &context);
+            let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
                 &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale
@@ -296,21 +313,26 @@ impl StableDiffusion {
     /// (NaN or inf) decodes again in fp32.
     fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let scaled = self.vae.unscale_latents(latents);
-        let mut image = self.vae.decode(&scaled)?;
-        if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
-            let vae = match self.vae_fp32.get() {
+        let fp32_vae = || -> Result<&AutoencoderKl> {
+            Ok(match self.vae_fp32.get() {
                 Some(vae) => vae,
                 None => {
                     let vae = load_vae(&self.folder, &self.vae_config, self.device, Kind::Float)?;
                     self.vae_fp32.get_or_init(|| vae)
                 }
-            };
-            image = vae.decode(&scaled.to_kind(Kind::Float))?;
+            })
+        };
+        // diffusers' SDXL pipeline upcasts an fp16 VAE whose config says force_upcast (SDXL's
+        // overflows in fp16); its SD 1.x/2.x pipeline does not.
+        if self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast {
+            let image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+            return Ok(to_unit_nhwc(&image));
         }
-        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5)
-            .clamp(0.0, 1.0)
-            .permute([0, 2, 3, 1])
-            .to_device(Device::Cpu))
+        let mut image = self.vae.decode(&scaled)?;
+        if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
+            image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+        }
+        Ok(to_unit_nhwc(&image))
     }
 
     fn synchronize(&self) {
@@ -330,6 +352,14 @@ fn load_vae(
     let vae = AutoencoderKl::new(&weights.root(), config)?;
     weights.finish()?;
     Ok(vae)
+}
+
+/// Decoder output in [-1, 1] (NCHW) to floats in [0, 1], NHWC, on the CPU.
+fn to_unit_nhwc(image: &Tensor) -> Tensor {
+    (image.to_kind(Kind::Float) / 2.0 + 0.5)
+        .clamp(0.0, 1.0)
+        .permute([0, 2, 3, 1])
+        .to_device(Device::Cpu)
 }
 
 /// Floats in [0, 1] (NHWC) to 8-bit images, rounding as diffusers' `numpy_to_pil` does.
