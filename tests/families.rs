@@ -272,8 +272,7 @@ fn unsupported_pipelines_and_inpainting_from_text_are_refused_clearly() {
     };
     let err = inpaint
         .generate(&request, &mut |_| {}, &AtomicBool::new(false))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("inpainting") && err.contains("mask"), "{err}");
 }

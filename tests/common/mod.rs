@@ -30,8 +30,19 @@ pub fn cache_dir() -> PathBuf {
     base.join("easel")
 }
 
-/// The version suffix of the tiny family models' folder (scripts/fixtures/families.py VERSION).
-pub const FAMILIES_VERSION: &str = "v1";
+/// The version suffix of the tiny family models' folder: scripts/fixtures/families.py's
+/// `VERSION`, bumped whenever its builders change so that stale caches are not reused.
+pub fn families_version() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fixtures/families.py");
+    let text = std::fs::read_to_string(&script).expect("scripts/fixtures/families.py is readable");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION = \"")?
+                .strip_suffix('"')
+                .map(String::from)
+        })
+        .expect("families.py sets VERSION")
+}
 
 /// A generated model that is too big to commit, made on first use into the per-user cache by
 /// scripts/make-fixtures from fixed seeds (scripts/test makes them before cargo test):
@@ -64,7 +75,7 @@ pub fn cached_fixture(name: &str) -> PathBuf {
             )
         }
         "tiny-sd2" | "tiny-sdxl" | "tiny-sdxl-turbo" | "tiny-sd1-inpaint" => {
-            let root = fixtures.join(format!("families-{FAMILIES_VERSION}"));
+            let root = fixtures.join(format!("families-{}", families_version()));
             let env = format!("EASEL_{}_DIR", name.to_uppercase().replace('-', "_"));
             (
                 env,

@@ -295,7 +295,7 @@ impl UNet2DConditionModel {
             &conditioning.text_embeds,
             &conditioning.time_ids,
         ) {
-            emb = emb + added.forward(text, ids, sample.kind());
+            emb += added.forward(text, ids, sample.kind());
         }
         if self.time_embed_act {
             emb = emb.silu();

@@ -261,7 +261,7 @@ impl UNetConfig {
                     self.projection_class_embeddings_input_dim,
                 ) else {
                     return Err(unsupported(
-                        "addition_embed_type \"text_time\" needs addition_time_embed_dim and projection_class_embeddings_input_dim".into(),
+                        "addition_embed_type \"text_time\" without addition_time_embed_dim and projection_class_embeddings_input_dim is not supported (SDXL's configs set both)".into(),
                     ));
                 };
                 if time_embed_dim < 1 || input_dim < 1 {
