@@ -306,3 +306,57 @@ fn sdxl_unet_without_added_conditions_is_an_error_not_a_panic() {
         .to_string();
     assert!(err.contains("72"), "{err}");
 }
+
+/// `easel generate` with no --steps, --cfg or size takes the turbo model's defaults (one step,
+/// no guidance, native size) and writes diffusers' image.
+#[test]
+fn cli_uses_the_turbo_defaults() {
+    let (name, case) = cases_for("tiny-sdxl-turbo").remove(0);
+    let tmp = scratch();
+    let out = tmp.path().join("fox.png");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(["generate", &case.prompt, "--model"])
+        .arg(cached_fixture("tiny-sdxl-turbo"))
+        .args([
+            "--seed",
+            &case.seed.to_string(),
+            "--device",
+            "cpu",
+            "--dtype",
+            "fp32",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("easel runs");
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let recipe = easel::output::png::read_recipe(&out).unwrap().unwrap();
+    assert_eq!(
+        (
+            recipe.steps,
+            recipe.cfg,
+            recipe.width as i64,
+            recipe.height as i64
+        ),
+        (1, 0.0, case.width, case.height)
+    );
+    assert_eq!(recipe.sampler.name(), case.sampler);
+
+    let file = std::fs::File::open(&out).unwrap();
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut rgb).unwrap();
+    let pixels = Tensor::from_slice(&rgb).to_kind(Kind::Float);
+    let expected = (Reference::open("families.safetensors").get(&name) * 255.0)
+        .round()
+        .view([-1]);
+    // 8-bit rounding of values within 1e-3 of diffusers' differs by at most one level.
+    assert_close("turbo PNG", &pixels, &expected, 1.0);
+}
