@@ -5,5 +5,6 @@ pub mod cli;
 pub mod engine;
 pub mod output;
 pub mod paths;
+pub mod presets;
 pub mod recipe;
 pub mod store;

@@ -46,17 +46,11 @@ pub struct GenerateArgs {
 
     /// The model: a diffusers folder (with model_index.json).
     #[arg(short, long, value_name = "DIR")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
-    #[arg(
-        short,
-        long,
-        value_name = "TEXT",
-        default_value = "",
-        hide_default_value = true
-    )]
-    pub negative: String,
+    #[arg(short, long, value_name = "TEXT")]
+    pub negative: Option<String>,
 
     /// Denoising steps, 1 to 1000 [default: the model's: 1 for turbo models, else 20].
     #[arg(short, long, value_name = "N")]
@@ -79,13 +73,19 @@ pub struct GenerateArgs {
     #[arg(short = 'H', long, value_name = "H")]
     pub height: Option<u32>,
 
-    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too).
-    #[arg(long, value_name = "NAME", default_value = "euler_a")]
-    pub sampler: SamplerKind,
+    /// Sampler: ddim, euler, or euler_a (AUTOMATIC1111's names such as "Euler a" work too)
+    /// [default: euler_a].
+    #[arg(long, value_name = "NAME")]
+    pub sampler: Option<SamplerKind>,
 
-    /// Images rendered together from one seed, 1 to 64.
-    #[arg(short, long, value_name = "N", default_value_t = 1)]
-    pub batch: u32,
+    /// Images rendered together from one seed, 1 to 64 [default: 1].
+    #[arg(short, long, value_name = "N")]
+    pub batch: Option<u32>,
+
+    /// Apply a preset (`easel preset list`); repeat to stack them, later ones winning.
+    /// Flags given here win over presets.
+    #[arg(long = "preset", value_name = "NAME")]
+    pub presets: Vec<String>,
 
     /// A .png file, or a folder for uniquely named files [default: outputs/].
     #[arg(short, long, value_name = "FILE_OR_DIR")]
@@ -126,7 +126,7 @@ pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String>
 pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
-    recipe::check_batch(args.batch)?;
+    recipe::check_batch(args.batch.unwrap_or(1))?;
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -184,16 +184,20 @@ pub fn build_recipe(
     };
     let recipe = Recipe {
         schema_version: SCHEMA_VERSION,
-        model: args.model.display().to_string(),
+        model: args
+            .model
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .unwrap_or_default(),
         prompt,
-        negative_prompt: args.negative.clone(),
-        sampler: args.sampler,
+        negative_prompt: args.negative.clone().unwrap_or_default(),
+        sampler: args.sampler.unwrap_or(recipe::DEFAULT_SAMPLER),
         steps: args.steps.unwrap_or(defaults.steps),
         cfg: args.cfg.unwrap_or(defaults.cfg),
         seed,
         width: side(args.width, defaults.width),
         height: side(args.height, defaults.height),
-        batch_size: args.batch,
+        batch_size: args.batch.unwrap_or(1),
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
@@ -207,7 +211,7 @@ fn cancelled() -> ExitCode {
     ExitCode::from(CANCELLED_EXIT)
 }
 
-pub fn run(args: GenerateArgs) -> Result<ExitCode> {
+pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     check_args(&args)?;
     let prompt = {
         if args.prompt.as_deref() == Some("-") && std::io::stdin().is_terminal() {
@@ -215,7 +219,14 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         }
         resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
     };
-    check_model_dir(&args.model)?;
+    // Presets (src/presets): layered under the flags given here.
+    let prompt = super::preset::apply_to_generate(&mut args, prompt)?;
+    let model = args.model.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model: pass --model DIR (a diffusers folder), or a --preset that names one"
+        )
+    })?;
+    check_model_dir(&model)?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let seed = match args.seed {
         Some(s) => s,
@@ -228,12 +239,12 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     let kind = args.dtype.resolve(device);
     eprintln!(
         "loading {} on {} ({})",
-        args.model.display(),
+        model.display(),
         device_name(device),
         kind_name(kind)
     );
-    let sd = StableDiffusion::load(&args.model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", args.model.display()))?;
+    let sd = StableDiffusion::load(&model, device, kind)
+        .with_context(|| format!("cannot load the model in {}", model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let recipe = build_recipe(
         &args,
@@ -271,7 +282,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
 
     let timings = TimingReport::new(load_s, &output.timings, recipe.steps, total_s);
     let stamp = naming::stamp(chrono::Local::now());
-    let model_name = model_name(&args.model);
+    let model_name = model_name(&model);
     for (index, image) in (0u32..).zip(&output.images) {
         if cancel.load(Ordering::SeqCst) {
             return Ok(cancelled());
@@ -320,8 +331,9 @@ mod tests {
     fn defaults_and_parsing() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.prompt.as_deref(), Some("a fox"));
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
-        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (1, None, None, None));
+        assert_eq!(a.sampler, None);
+        assert_eq!((a.batch, a.steps, a.cfg, a.seed), (None, None, None, None));
+        assert!(a.presets.is_empty());
         assert_eq!((a.device, a.dtype), (DeviceChoice::Auto, DtypeChoice::Auto));
         assert!(check_args(&a).is_ok());
         let a = parse(&[
@@ -333,7 +345,7 @@ mod tests {
             "bf16",
         ])
         .unwrap();
-        assert_eq!(a.sampler, SamplerKind::EulerAncestral);
+        assert_eq!(a.sampler, Some(SamplerKind::EulerAncestral));
         assert_eq!(a.device, DeviceChoice::Cuda(1));
         assert_eq!(a.dtype, DtypeChoice::Bf16);
     }
@@ -360,7 +372,12 @@ mod tests {
         }
         let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
         assert!(err.contains("ddim, euler, euler_a"), "{err}");
-        assert!(Wrap::try_parse_from(["easel", "a fox"]).is_err());
+        // A preset may name the model, so its absence is refused later, by run().
+        assert!(Wrap::try_parse_from(["easel", "a fox"])
+            .unwrap()
+            .args
+            .model
+            .is_none());
     }
 
     #[test]
@@ -390,6 +407,7 @@ mod tests {
         assert_eq!((r.steps, r.cfg, r.seed), (20, 7.5, 9));
         assert_eq!((r.batch_size, r.index), (1, 0));
         assert_eq!(r.negative_prompt, "blur");
+        assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
         let turbo = ModelDefaults {

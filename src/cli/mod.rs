@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. Errors leave as anyhow at this edge.
 pub mod generate;
 pub mod interrupt;
+pub mod preset;
 pub mod progress;
 pub mod report;
 
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Render images from a prompt and write them as PNGs that carry their recipe.
     Generate(generate::GenerateArgs),
+    /// Named, stackable recipes: list, show, save, edit, rm, rename, export, import.
+    Preset(preset::PresetArgs),
 }
 
 /// Runs easel with the process's arguments.
@@ -46,6 +49,7 @@ where
     };
     match cli.command {
         Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Preset(args)) => preset::run(args),
         None => {
             // The TUI will live here; until then, show what there is.
             Cli::command().print_help()?;
