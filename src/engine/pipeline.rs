@@ -100,7 +100,12 @@ impl StableDiffusion {
         let tokenizer = if tokenizer_dir.join("vocab.json").is_file() {
             ClipTokenizer::from_folder(&tokenizer_dir)?
         } else {
-            ClipTokenizer::embedded("<|endoftext|>")?
+            // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
+            let pad = match info.family {
+                Family::Sd2 => "!",
+                Family::Sd1 | Family::Sdxl => "<|endoftext|>",
+            };
+            ClipTokenizer::embedded(pad)?
         };
 
         // Every component is built before any mismatch is reported, so one error lists them all.
