@@ -36,6 +36,16 @@ impl Paths {
         self.config.join("wildcards")
     }
 
+    /// Textual-inversion embeddings that prompts use by name.
+    pub fn embeddings(&self) -> PathBuf {
+        self.config.join("embeddings")
+    }
+
+    /// LoRAs that prompts name with `<lora:NAME:WEIGHT>` (NAME.safetensors).
+    pub fn loras(&self) -> PathBuf {
+        self.config.join("loras")
+    }
+
     pub fn history(&self) -> PathBuf {
         self.data.join("history.jsonl")
     }

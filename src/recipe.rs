@@ -14,6 +14,12 @@ pub const MAX_STEPS: usize = 1000;
 pub const MAX_BATCH: u32 = 64;
 /// Far beyond what any SD model renders well; stops a typo from asking for terabytes.
 pub const MAX_SIDE: u32 = 16384;
+/// AUTOMATIC1111's "Clip skip: 1": the text encoder's last layer.
+pub const DEFAULT_CLIP_SKIP: u32 = 1;
+
+fn default_clip_skip() -> u32 {
+    DEFAULT_CLIP_SKIP
+}
 
 /// One render, fully resolved.
 ///
@@ -42,6 +48,25 @@ pub struct Recipe {
     /// The device and number format that rendered it (`cpu`, `cuda:0`; `fp32`, `fp16`, `bf16`).
     pub device: String,
     pub dtype: String,
+    /// AUTOMATIC1111's clip skip: 1 is the text encoder's last layer, 2 the one before.
+    #[serde(default = "default_clip_skip")]
+    pub clip_skip: u32,
+    /// diffusers' guidance rescale, 0 (off) to 1.
+    #[serde(default)]
+    pub guidance_rescale: f64,
+    /// LoRAs fused into the model (`--lora`), in order; `<lora:NAME:W>` tags stay in the prompt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<RecipeLora>,
+    /// A VAE that replaced the model's (`--vae`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<String>,
+}
+
+/// A LoRA and its weight, as the user named it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeLora {
+    pub path: String,
+    pub weight: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -60,6 +85,8 @@ pub enum RecipeError {
     Side { name: &'static str, value: u32 },
     #[error("index {index} is outside a batch of {batch_size}")]
     Index { index: u32, batch_size: u32 },
+    #[error("guidance rescale must be between 0 (off) and 1 (0.7 is typical), got {0}")]
+    GuidanceRescale(f64),
     #[error("the model is not named: pass --model DIR")]
     NoModel,
     #[error(
@@ -94,6 +121,14 @@ pub fn check_batch(batch: u32) -> Result<(), RecipeError> {
     }
 }
 
+pub fn check_guidance_rescale(rescale: f64) -> Result<(), RecipeError> {
+    if (0.0..=1.0).contains(&rescale) {
+        Ok(())
+    } else {
+        Err(RecipeError::GuidanceRescale(rescale))
+    }
+}
+
 pub fn check_side(name: &'static str, value: u32) -> Result<(), RecipeError> {
     if (1..=MAX_SIDE).contains(&value) {
         Ok(())
@@ -114,6 +149,7 @@ impl Recipe {
         }
         check_steps(self.steps)?;
         check_cfg(self.cfg)?;
+        check_guidance_rescale(self.guidance_rescale)?;
         check_batch(self.batch_size)?;
         check_side("width", self.width)?;
         check_side("height", self.height)?;
@@ -161,7 +197,8 @@ impl Recipe {
     /// The engine request that renders the whole batch this recipe belongs to.
     pub fn to_request(&self) -> TextToImage {
         TextToImage {
-            prompt: self.prompt.clone(),
+            // LoRA tags choose LoRAs at load time; the text encoder never sees them.
+            prompt: crate::engine::lora::strip_tags(&self.prompt),
             negative_prompt: self.negative_prompt.clone(),
             steps: self.steps,
             guidance_scale: self.cfg,
@@ -171,6 +208,9 @@ impl Recipe {
             batch_size: i64::from(self.batch_size),
             sampler: self.sampler,
             preview_every: 0,
+            clip_skip: self.clip_skip,
+            guidance_rescale: self.guidance_rescale,
+            embeddings: Vec::new(),
         }
     }
 }
@@ -195,6 +235,10 @@ mod tests {
             index: 3,
             device: "cuda:0".into(),
             dtype: "fp16".into(),
+            clip_skip: 2,
+            guidance_rescale: 0.7,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 
@@ -299,6 +343,20 @@ mod tests {
             ),
             (
                 Recipe {
+                    guidance_rescale: 1.5,
+                    ..ok.clone()
+                },
+                "guidance rescale",
+            ),
+            (
+                Recipe {
+                    guidance_rescale: f64::NAN,
+                    ..ok.clone()
+                },
+                "guidance rescale",
+            ),
+            (
+                Recipe {
                     model: " ".into(),
                     ..ok.clone()
                 },
@@ -334,7 +392,18 @@ mod tests {
             (20, u64::MAX, SamplerKind::EulerAncestral)
         );
         assert_eq!(q.guidance_scale, 7.5);
+        assert_eq!((q.clip_skip, q.guidance_rescale), (2, 0.7));
         assert_eq!(r.for_image(1).index, 1);
+    }
+
+    #[test]
+    fn recipes_without_clip_skip_or_rescale_still_load() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        let map = v.as_object_mut().unwrap();
+        map.remove("clip_skip");
+        map.remove("guidance_rescale");
+        let r = Recipe::from_json(&v.to_string()).unwrap();
+        assert_eq!((r.clip_skip, r.guidance_rescale), (DEFAULT_CLIP_SKIP, 0.0));
     }
 }
 
@@ -353,6 +422,8 @@ pub struct RecipePatch {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub batch_size: Option<u32>,
+    pub clip_skip: Option<u32>,
+    pub guidance_rescale: Option<f64>,
 }
 
 impl RecipePatch {
@@ -369,6 +440,8 @@ impl RecipePatch {
             width: Some(r.width),
             height: Some(r.height),
             batch_size: Some(r.batch_size),
+            clip_skip: Some(r.clip_skip),
+            guidance_rescale: Some(r.guidance_rescale),
         }
     }
 
@@ -389,6 +462,8 @@ impl RecipePatch {
         take(&mut self.width, &other.width);
         take(&mut self.height, &other.height);
         take(&mut self.batch_size, &other.batch_size);
+        take(&mut self.clip_skip, &other.clip_skip);
+        take(&mut self.guidance_rescale, &other.guidance_rescale);
     }
 }
 

@@ -49,6 +49,9 @@ fn request(c: &Case) -> TextToImage {
         batch_size: c.batch,
         sampler: c.sampler.parse().unwrap(),
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     }
 }
 
@@ -295,6 +298,9 @@ fn unsupported_pipelines_and_inpainting_from_text_are_refused_clearly() {
         batch_size: 1,
         sampler: "euler".parse().unwrap(),
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     };
     let err = inpaint
         .generate(&request, &mut |_| {}, &AtomicBool::new(false))

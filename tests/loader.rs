@@ -19,6 +19,9 @@ fn request() -> TextToImage {
         batch_size: 1,
         sampler: "euler".parse().unwrap(),
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     }
 }
 

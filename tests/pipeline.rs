@@ -4,6 +4,7 @@ mod common;
 
 use common::{assert_close, reference_path, tiny_sd1, Reference};
 use easel::engine::pipeline::{StableDiffusion, TextToImage};
+use easel::engine::prompt::escape_attention;
 use std::sync::atomic::AtomicBool;
 use tch::{Device, Kind};
 
@@ -20,10 +21,12 @@ struct Case {
     steps: usize,
 }
 
+/// diffusers reads prompts as plain text, so they are escaped from A1111's weighting syntax
+/// (which tests/prompt*.rs check).
 fn request(case: &Case) -> TextToImage {
     TextToImage {
-        prompt: case.prompt.clone(),
-        negative_prompt: case.negative.clone(),
+        prompt: escape_attention(&case.prompt),
+        negative_prompt: escape_attention(&case.negative),
         steps: case.steps,
         guidance_scale: case.cfg,
         seed: case.seed,
@@ -32,6 +35,9 @@ fn request(case: &Case) -> TextToImage {
         batch_size: case.batch,
         sampler: case.sampler.parse().unwrap(),
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     }
 }
 
@@ -75,6 +81,9 @@ fn progress_carries_previews_and_cancel_stops_within_a_step() {
         batch_size: 1,
         sampler: "euler".parse().unwrap(),
         preview_every: 2,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     };
     let mut previews = Vec::new();
     let never = AtomicBool::new(false);
@@ -136,6 +145,9 @@ fn same_seed_same_image_bf16_close_to_fp32() {
         batch_size: 1,
         sampler: "euler_a".parse().unwrap(),
         preview_every: 0,
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        embeddings: Vec::new(),
     };
     let never = AtomicBool::new(false);
     let fp32 = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::Float).unwrap();

@@ -138,6 +138,10 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         index: 1,
         device: "cpu".into(),
         dtype: "fp32".into(),
+        clip_skip: 1,
+        guidance_rescale: 0.0,
+        loras: Vec::new(),
+        vae: None,
     }
 }
 

@@ -3,12 +3,13 @@ use super::interrupt::{self, CANCELLED_EXIT};
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
-use crate::engine::pipeline::{ModelDefaults, StableDiffusion};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::{LoadOptions, ModelDefaults, StableDiffusion, TextToImage};
 use crate::engine::schedulers::SamplerKind;
 use crate::engine::EngineError;
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
-use crate::recipe::{self, Recipe, RecipeError, SCHEMA_VERSION};
+use crate::recipe::{self, Recipe, RecipeError, RecipeLora, SCHEMA_VERSION};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,12 @@ Examples:
   easel generate \"a red fox\" -m models/sd15 --seed 7 --steps 30 --out fox.png
   easel generate \"a lighthouse at dusk\" -m models/sd15 --batch 4 --out shots/
   echo \"a long prompt from a file\" | easel generate - -m models/sd15 --json
+  easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
+
+Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
+(SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
+command that converts them). <lora:NAME:WEIGHT> in the prompt loads NAME.safetensors from the
+loras/ folder of easel's config folder ($EASEL_HOME/config/loras when EASEL_HOME is set).
 
 Files: an --out ending in .png is that file (replaced if it exists; a batch writes name-1.png,
 name-2.png, ...). Anything else is a folder (created if needed; default ./outputs/) where names
@@ -35,6 +42,11 @@ random one is chosen, printed, and recorded in every PNG.
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
 as JSON under the keyword `easel`.
 
+Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
+\\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
+several chunks. A textual-inversion embedding is used by its name (its file name without
+.safetensors) from the --embeddings folder.
+
 Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,9 +56,24 @@ pub struct GenerateArgs {
     #[arg(value_name = "PROMPT")]
     pub prompt: Option<String>,
 
-    /// The model: a diffusers folder (with model_index.json).
-    #[arg(short, long, value_name = "DIR")]
+    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
+    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
+    #[arg(short, long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+
+    /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
+    /// standard ones easel picks from the checkpoint's keys (as diffusers' `config=`).
+    #[arg(long, value_name = "DIR")]
+    pub model_config: Option<PathBuf>,
+
+    /// A LoRA to fuse into the model, with its weight (default 1); repeatable. Prompt tags
+    /// `<lora:NAME:WEIGHT>` add LoRAs from the `loras` folder of easel's config folder.
+    #[arg(long = "lora", value_name = "PATH[:WEIGHT]", value_parser = parse_lora)]
+    pub loras: Vec<RecipeLora>,
+
+    /// A VAE replacing the model's: a diffusers VAE folder or a `.safetensors` file.
+    #[arg(long, value_name = "PATH")]
+    pub vae: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
     #[arg(short, long, value_name = "TEXT")]
@@ -99,6 +126,21 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "T", default_value = "auto")]
     pub dtype: DtypeChoice,
 
+    /// AUTOMATIC1111's clip skip: 1 uses the text encoder's last layer, 2 the one before it
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+
+    /// Guidance rescale, 0 (off) to 1, as diffusers' guidance_rescale: tames the washed-out or
+    /// over-exposed look of high guidance (0.7 is typical) [default: 0].
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
+
+    /// A folder of textual-inversion embeddings (.safetensors) that prompts use by name
+    /// [default: embeddings/ in easel's config folder, when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub embeddings: Option<PathBuf>,
+
     /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
     #[arg(long)]
     pub json: bool,
@@ -127,6 +169,7 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
     recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
     recipe::check_batch(args.batch.unwrap_or(1))?;
+    recipe::check_guidance_rescale(args.guidance_rescale.unwrap_or(0.0))?;
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -136,13 +179,72 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     Ok(())
 }
 
-/// A clear error for a model path that cannot be a diffusers folder.
+/// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
+pub fn parse_lora(arg: &str) -> std::result::Result<RecipeLora, String> {
+    let (path, weight) = match arg.rsplit_once(':') {
+        Some((p, w)) if w.trim().parse::<f64>().is_ok() => {
+            (p, w.trim().parse::<f64>().unwrap_or(1.0))
+        }
+        _ => (arg, 1.0),
+    };
+    if path.is_empty() || !weight.is_finite() {
+        return Err(format!(
+            "{arg:?} is not PATH or PATH:WEIGHT (for example style.safetensors:0.8)"
+        ));
+    }
+    Ok(RecipeLora {
+        path: path.to_string(),
+        weight,
+    })
+}
+
+/// The LoRAs of a render: `--lora` ones, then those the prompt's `<lora:NAME:W>` tags name,
+/// found as NAME.safetensors in `lora_dir`.
+pub fn resolve_loras(
+    flags: &[RecipeLora],
+    prompt: &str,
+    lora_dir: Option<&Path>,
+) -> Result<Vec<LoraSpec>> {
+    let mut specs: Vec<LoraSpec> = flags
+        .iter()
+        .map(|l| LoraSpec {
+            path: PathBuf::from(&l.path),
+            weight: l.weight,
+        })
+        .collect();
+    for tag in prompt_tags(prompt) {
+        let Some(dir) = lora_dir else {
+            bail!("the prompt asks for <lora:{}>, but easel has no config folder to look in: set EASEL_HOME", tag.name);
+        };
+        let path = dir.join(format!("{}.safetensors", tag.name));
+        if !path.is_file() {
+            bail!(
+                "the prompt asks for <lora:{}>, but {} does not exist: put the LoRA there, or pass it with --lora PATH:WEIGHT",
+                tag.name,
+                path.display()
+            );
+        }
+        specs.push(LoraSpec {
+            path,
+            weight: tag.weight,
+        });
+    }
+    Ok(specs)
+}
+
+/// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
+        return Err(e.into());
+    }
     if !dir.exists() {
         bail!(
-            "model folder {} does not exist: pass --model with a diffusers folder (one holding model_index.json)",
+            "model {} does not exist: pass --model with a diffusers folder (one holding model_index.json) or a .safetensors checkpoint",
             dir.display()
         );
+    }
+    if dir.is_file() {
+        return Ok(());
     }
     if !dir.join("model_index.json").is_file() {
         bail!(
@@ -153,14 +255,34 @@ pub fn check_model_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The name A1111's `Model:` field shows: the model folder's own name.
+/// The textual-inversion folders a render may use: `--embeddings DIR` (which must exist), else
+/// the config folder's embeddings/ when it exists.
+pub fn embeddings_dirs(arg: Option<&Path>) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = arg {
+        if !dir.is_dir() {
+            bail!(
+                "embeddings folder {} does not exist: pass --embeddings with a folder of .safetensors embeddings",
+                dir.display()
+            );
+        }
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    Ok(crate::paths::Paths::discover()
+        .map(|p| p.embeddings())
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect())
+}
+
+/// The name A1111's `Model:` field shows: the model folder's own name, or the file's stem.
 pub fn model_name(dir: &Path) -> String {
-    dir.canonicalize()
-        .ok()
-        .as_deref()
-        .unwrap_or(dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+    let path = dir.canonicalize().ok().unwrap_or_else(|| dir.to_path_buf());
+    let name = if path.is_file() {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string())
 }
 
@@ -201,6 +323,10 @@ pub fn build_recipe(
         index: 0,
         device: device.to_string(),
         dtype: dtype.to_string(),
+        clip_skip: args.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
+        guidance_rescale: args.guidance_rescale.unwrap_or(0.0),
+        loras: args.loras.clone(),
+        vae: args.vae.as_ref().map(|p| p.display().to_string()),
     };
     recipe.validate()?;
     Ok(recipe)
@@ -227,6 +353,7 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
         )
     })?;
     check_model_dir(&model)?;
+    let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let seed = match args.seed {
         Some(s) => s,
@@ -243,8 +370,14 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
         device_name(device),
         kind_name(kind)
     );
-    let sd = StableDiffusion::load(&model, device, kind)
-        .with_context(|| format!("cannot load the model in {}", model.display()))?;
+    let lora_dir = crate::paths::Paths::discover().ok().map(|p| p.loras());
+    let options = LoadOptions {
+        loras: resolve_loras(&args.loras, &prompt, lora_dir.as_deref())?,
+        vae: args.vae.clone(),
+        config: args.model_config.clone(),
+    };
+    let sd = StableDiffusion::load_with(&model, device, kind, &options)
+        .with_context(|| format!("cannot load the model {}", model.display()))?;
     let load_s = start.elapsed().as_secs_f64();
     let recipe = build_recipe(
         &args,
@@ -265,7 +398,11 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
     }
 
     let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-    let result = sd.generate(&recipe.to_request(), &mut |p| reporter.step(p), cancel);
+    let request = TextToImage {
+        embeddings,
+        ..recipe.to_request()
+    };
+    let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
     reporter.finish();
     let output = match result {
         Err(EngineError::Cancelled) => return Ok(cancelled()),
@@ -361,6 +498,7 @@ mod tests {
         assert!(check(&["--batch", "65"]).contains("batch"));
         assert!(check(&["--width", "0"]).contains("width"));
         assert!(check(&["--height", "0"]).contains("height"));
+        assert!(check(&["--guidance-rescale", "1.5"]).contains("guidance rescale"));
         for bad in [
             &["--sampler", "dpm9"][..],
             &["--device", "tpu"],
@@ -378,6 +516,54 @@ mod tests {
             .args
             .model
             .is_none());
+    }
+
+    #[test]
+    fn loras_from_flags_and_prompt_tags() {
+        let a = parse(&["--lora", "a.safetensors:0.5", "--lora", "dir/b.safetensors"]).unwrap();
+        assert_eq!(
+            a.loras,
+            vec![
+                RecipeLora {
+                    path: "a.safetensors".into(),
+                    weight: 0.5
+                },
+                RecipeLora {
+                    path: "dir/b.safetensors".into(),
+                    weight: 1.0
+                }
+            ]
+        );
+        assert!(parse(&["--lora", ":0.5"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ink.safetensors"), b"").unwrap();
+        let specs = resolve_loras(&a.loras, "a fox <lora:ink:-0.3>", Some(dir.path())).unwrap();
+        assert_eq!(specs.len(), 3);
+        assert_eq!(specs[2].path, dir.path().join("ink.safetensors"));
+        assert_eq!(specs[2].weight, -0.3);
+        let err = resolve_loras(&[], "<lora:nope:1>", Some(dir.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope.safetensors") && err.contains("--lora"),
+            "{err}"
+        );
+        let r = build_recipe(
+            &a,
+            "a fox".into(),
+            1,
+            &ModelDefaults {
+                width: 64,
+                height: 64,
+                steps: 20,
+                cfg: 7.5,
+            },
+            "cpu",
+            "fp32",
+        )
+        .unwrap();
+        assert_eq!(r.loras, a.loras);
+        assert!(Recipe::from_json(&r.to_json()).unwrap().loras == a.loras);
     }
 
     #[test]
@@ -410,6 +596,10 @@ mod tests {
         assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
         assert_eq!(r.model, "m");
         assert_eq!(r.schema_version, SCHEMA_VERSION);
+        assert_eq!((r.clip_skip, r.guidance_rescale), (1, 0.0));
+        let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
+        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
+        assert_eq!((r.clip_skip, r.guidance_rescale), (2, 0.7));
         let turbo = ModelDefaults {
             steps: 1,
             cfg: 0.0,
@@ -431,11 +621,34 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_folder_given_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            embeddings_dirs(Some(dir.path())).unwrap(),
+            vec![dir.path().to_path_buf()]
+        );
+        let missing = dir.path().join("nope");
+        let err = embeddings_dirs(Some(&missing)).unwrap_err().to_string();
+        assert!(
+            err.contains("does not exist") && err.contains("nope"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn model_folder_checks_and_name() {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("my-model");
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
+        let err = check_model_dir(&dir.path().join("old.ckpt"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pickle"), "{err}");
+        let file = dir.path().join("dreamy.safetensors");
+        std::fs::write(&file, b"").unwrap();
+        assert!(check_model_dir(&file).is_ok());
+        assert_eq!(model_name(&file), "dreamy");
         std::fs::create_dir(&model).unwrap();
         let err = check_model_dir(&model).unwrap_err().to_string();
         assert!(err.contains("model_index.json"), "{err}");

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Render images from a prompt and write them as PNGs that carry their recipe.
-    Generate(generate::GenerateArgs),
+    Generate(Box<generate::GenerateArgs>),
     /// Named, stackable recipes: list, show, save, edit, rm, rename, export, import.
     Preset(preset::PresetArgs),
 }
@@ -48,7 +48,7 @@ where
         }
     };
     match cli.command {
-        Some(Command::Generate(args)) => generate::run(args),
+        Some(Command::Generate(args)) => generate::run(*args),
         Some(Command::Preset(args)) => preset::run(args),
         None => {
             // The TUI will live here; until then, show what there is.

@@ -139,6 +139,12 @@ pub struct RecipeFlags {
     /// Images rendered together, 1 to 64.
     #[arg(short, long, value_name = "N")]
     pub batch: Option<u32>,
+    /// Stop N-1 layers before the text encoder's last (AUTOMATIC1111's clip skip; 1 = none).
+    #[arg(long, value_name = "N")]
+    pub clip_skip: Option<u32>,
+    /// Rescale guided noise toward the prompt's (0 to 1; 0.7 counters over-exposure).
+    #[arg(long, value_name = "F")]
+    pub guidance_rescale: Option<f64>,
 }
 
 impl RecipeFlags {
@@ -154,6 +160,8 @@ impl RecipeFlags {
             width: self.width,
             height: self.height,
             batch_size: self.batch,
+            clip_skip: self.clip_skip,
+            guidance_rescale: self.guidance_rescale,
         }
     }
 }
@@ -714,6 +722,8 @@ pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<Stri
         width: args.width,
         height: args.height,
         batch_size: args.batch,
+        clip_skip: args.clip_skip,
+        guidance_rescale: args.guidance_rescale,
     };
     let r = apply_presets(&args.presets, &RecipePatch::default(), &flags, args.json)?;
     args.model = r.model.map(PathBuf::from);
@@ -725,6 +735,8 @@ pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<Stri
     args.width = r.width;
     args.height = r.height;
     args.batch = r.batch_size;
+    args.clip_skip = r.clip_skip;
+    args.guidance_rescale = r.guidance_rescale;
     Ok(r.prompt.unwrap_or_default())
 }
 

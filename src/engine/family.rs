@@ -5,8 +5,9 @@
 //! the text encoder's activation tells OpenAI CLIP (SD 1.x, quick_gelu) from OpenCLIP (SD 2.x,
 //! gelu). A UNet with 9 input channels is an inpainting model, and a scheduler with trailing
 //! timestep spacing marks the few-step distilled models (SD-Turbo, SDXL-Turbo).
+use super::checkpoint::Version;
 use super::error::{EngineError, Result};
-use super::loader::read_json;
+use super::loader::{read_json, ModelSource};
 use super::models::clip_config::ClipTextConfig;
 use super::models::unet_config::{PerBlock, UNetConfig};
 use super::schedulers::config::{PredictionType, TimestepSpacing};
@@ -57,6 +58,33 @@ pub struct ModelDefaults {
 }
 
 impl ModelInfo {
+    /// A folder's info from its configs ([`ModelInfo::detect`]); a single-file checkpoint's
+    /// from the version its tensors show and the configs it is read with.
+    pub fn from_source(source: &ModelSource) -> Result<Self> {
+        let checkpoint = match source {
+            ModelSource::Folder(f) => return Self::detect(&f.root),
+            ModelSource::SingleFile(c) => c,
+        };
+        let (family, class) = match checkpoint.version() {
+            Version::Sd1 => (Family::Sd1, "StableDiffusionPipeline"),
+            Version::Sd2 => (Family::Sd2, "StableDiffusionPipeline"),
+            Version::Sdxl => (Family::Sdxl, "StableDiffusionXLPipeline"),
+        };
+        let unet: UNetConfig = source.config("unet", "config.json", |_: &UNetConfig| Ok(()))?;
+        let scheduler: SchedulerConfig = source.config(
+            "scheduler",
+            "scheduler_config.json",
+            |_: &SchedulerConfig| Ok(()),
+        )?;
+        Ok(Self {
+            family,
+            pipeline_class: class.to_string(),
+            prediction_type: scheduler.prediction_type,
+            inpainting: unet.in_channels == 9,
+            turbo: scheduler.timestep_spacing == Some(TimestepSpacing::Trailing),
+        })
+    }
+
     /// Reads `model_index.json` and the component configs of the folder at `root`.
     pub fn detect(root: &Path) -> Result<Self> {
         let index_path = root.join("model_index.json");

@@ -1,13 +1,16 @@
 //! Stable Diffusion on libtorch. Knows nothing of terminals, files other than weights, or presets.
+pub mod checkpoint;
 pub mod device;
 pub mod error;
 pub mod family;
 pub mod loader;
+pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
 pub mod pipeline_sdxl;
 pub mod preview;
+pub mod prompt;
 pub mod random;
 pub mod schedulers;
 pub mod tokenizer;

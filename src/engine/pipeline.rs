@@ -1,9 +1,11 @@
 //! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
+use super::checkpoint::Version;
 use super::error::{EngineError, Result};
 pub use super::family::ModelDefaults;
 use super::family::{Family, ModelInfo};
-use super::loader::ModelFolder;
+use super::loader::{ModelSource, VaeOverride};
+use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
 use super::models::unet::{UNet2DConditionModel, UNetConditioning};
@@ -12,10 +14,11 @@ use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
 use super::pipeline_sdxl::{SdxlConditioning, SdxlText};
 use super::preview::latent_preview;
+use super::prompt::{PromptEncoder, TextualInversions};
 use super::random::SeededNoise;
 use super::schedulers::{self, SamplerKind, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -35,6 +38,13 @@ pub struct TextToImage {
     pub sampler: SamplerKind,
     /// Send a latent preview every this many steps (0: never), as previews cost a device sync.
     pub preview_every: usize,
+    /// AUTOMATIC1111's clip skip: 0 or 1 use the text encoder's last layer, N > 1 the N-th from
+    /// the end through the final layer norm (diffusers' `clip_skip` is this minus one).
+    pub clip_skip: u32,
+    /// diffusers' `guidance_rescale` (0 is off, 0.7 is typical for zero-terminal-SNR models).
+    pub guidance_rescale: f64,
+    /// Textual-inversion embeddings the prompts may name: `.safetensors` files or folders.
+    pub embeddings: Vec<PathBuf>,
 }
 
 /// An 8-bit RGB image, row-major.
@@ -71,13 +81,25 @@ pub struct Output {
     pub timings: Timings,
 }
 
+/// What a load takes besides the model: LoRAs fused into the weights, a replacement VAE, and
+/// for single-file checkpoints a diffusers folder whose configs replace the embedded ones.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub loras: Vec<LoraSpec>,
+    pub vae: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
 /// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
-    folder: ModelFolder,
+    source: ModelSource,
+    vae_override: Option<VaeOverride>,
+    loras: Vec<LoraSpec>,
     device: Device,
     kind: Kind,
     tokenizer: ClipTokenizer,
     text_encoder: ClipTextModel,
+    clip_config: ClipTextConfig,
     unet: UNet2DConditionModel,
     unet_config: UNetConfig,
     vae: AutoencoderKl,
@@ -93,41 +115,64 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Loads every component of a diffusers folder onto `device`, computing in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        Self::load_with(dir, device, kind, &LoadOptions::default())
+    }
+
+    /// Loads a diffusers folder or a single-file checkpoint, with LoRAs and a VAE override.
+    pub fn load_with(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
-        let folder = ModelFolder::open(dir)?;
-        let info = ModelInfo::detect(dir)?;
-        let tokenizer_dir = folder.component("tokenizer");
-        let tokenizer = if tokenizer_dir.join("vocab.json").is_file() {
-            ClipTokenizer::from_folder(&tokenizer_dir)?
-        } else {
-            // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
-            let pad = match info.family {
-                Family::Sd2 => "!",
-                Family::Sd1 | Family::Sdxl => "<|endoftext|>",
-            };
-            ClipTokenizer::embedded(pad)?
+        let source = ModelSource::open(path, options.config.as_deref())?;
+        if let ModelSource::SingleFile(c) = &source {
+            if c.version() == Version::Sdxl {
+                return Err(EngineError::Invalid(format!(
+                    "{} is an SDXL checkpoint, which this pipeline does not render",
+                    path.display()
+                )));
+            }
+        }
+        let info = ModelInfo::from_source(&source)?;
+        // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
+        let pad = match info.family {
+            Family::Sd2 => "!",
+            Family::Sd1 | Family::Sdxl => "<|endoftext|>",
         };
+        let tokenizer = source.tokenizer("tokenizer", pad)?;
+        let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
+        loras.check_components(&["unet", "text_encoder"])?;
 
         // Every component is built before any mismatch is reported, so one error lists them all.
         let mut mismatches = Vec::new();
-        let clip_config = ClipTextConfig::from_file(&folder.config("text_encoder", "config.json"))?;
-        let weights = folder.weights("text_encoder", "model", device, kind)?;
-        let text_encoder = ClipTextModel::new(&weights.root(), &clip_config)?;
-        mismatches.extend(weights.finish().err());
-        let sdxl = match info.family {
-            Family::Sdxl => Some(SdxlText::load(&folder, device, kind, &mut mismatches)?),
-            Family::Sd1 | Family::Sd2 => None,
+        let clip_config: ClipTextConfig =
+            source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
+        let text_encoder =
+            load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
+        let sdxl = match (&source, info.family) {
+            (ModelSource::Folder(folder), Family::Sdxl) => {
+                Some(SdxlText::load(folder, device, kind, &mut mismatches)?)
+            }
+            // Single-file SDXL checkpoints are refused above.
+            _ => None,
         };
+        let unet_config: UNetConfig = source.config("unet", "config.json", |c: &UNetConfig| {
+            c.layout().map(|_| ())
+        })?;
+        let unet = load_unet(&source, &unet_config, &loras, device, kind, &mut mismatches)?;
 
-        let unet_config = UNetConfig::from_file(&folder.config("unet", "config.json"))?;
-        let weights = folder.weights("unet", "diffusion_pytorch_model", device, kind)?;
-        let unet = UNet2DConditionModel::new(&weights.root(), &unet_config)?;
-        mismatches.extend(weights.finish().err());
-
-        let vae_config = VaeConfig::from_file(&folder.config("vae", "config.json"))?;
-        let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
-        let vae = AutoencoderKl::new(&weights.root(), &vae_config)?;
-        mismatches.extend(weights.finish().err());
+        let vae_override = options.vae.clone().map(|path| VaeOverride { path });
+        let vae_config = vae_config(&source, vae_override.as_ref())?;
+        let vae = match load_vae(&source, vae_override.as_ref(), &vae_config, device, kind) {
+            Ok(vae) => Some(vae),
+            Err(e @ EngineError::WeightMismatch { .. }) => {
+                mismatches.push(e);
+                None
+            }
+            Err(e) => return Err(e),
+        };
         if !mismatches.is_empty() {
             let report = mismatches
                 .iter()
@@ -136,15 +181,22 @@ impl StableDiffusion {
                 .join("\n");
             return Err(EngineError::Invalid(report));
         }
+        let vae = vae.ok_or_else(|| EngineError::Invalid("the VAE did not load".into()))?;
 
-        let scheduler_config =
-            SchedulerConfig::from_file(&folder.config("scheduler", "scheduler_config.json"))?;
+        let (text, where_) = source.config_text("scheduler", "scheduler_config.json")?;
+        let scheduler_config = SchedulerConfig::from_json(&text).map_err(|e| match e {
+            EngineError::Invalid(m) => EngineError::Invalid(format!("{}: {m}", where_.display())),
+            other => other,
+        })?;
         Ok(Self {
-            folder,
+            source,
+            vae_override,
+            loras: options.loras.clone(),
             device,
             kind,
             tokenizer,
             text_encoder,
+            clip_config,
             unet,
             unet_config,
             vae,
@@ -156,9 +208,49 @@ impl StableDiffusion {
         })
     }
 
-    /// What the folder holds (family, prediction type, inpainting, turbo).
+    /// What the model is (family, prediction type, inpainting, turbo).
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// The LoRAs fused into the weights now.
+    pub fn loras(&self) -> &[LoraSpec] {
+        &self.loras
+    }
+
+    /// Replaces the fused LoRAs: the text encoder and UNet are rebuilt from the model's files
+    /// with the new LoRAs (none: the base weights, bit for bit).
+    pub fn set_loras(&mut self, loras: &[LoraSpec]) -> Result<()> {
+        if loras == self.loras.as_slice() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let set = LoraSet::load(loras)?.with_unet_config(unet_json(&self.source)?);
+        set.check_components(&["unet", "text_encoder"])?;
+        let mut mismatches = Vec::new();
+        let text_encoder = load_text_encoder(
+            &self.source,
+            &self.clip_config,
+            &set,
+            self.device,
+            self.kind,
+            &mut mismatches,
+        )?;
+        let unet = load_unet(
+            &self.source,
+            &self.unet_config,
+            &set,
+            self.device,
+            self.kind,
+            &mut mismatches,
+        )?;
+        if let Some(e) = mismatches.into_iter().next() {
+            return Err(e);
+        }
+        self.text_encoder = text_encoder;
+        self.unet = unet;
+        self.loras = loras.to_vec();
+        Ok(())
     }
 
     pub fn device(&self) -> Device {
@@ -169,9 +261,9 @@ impl StableDiffusion {
         self.kind
     }
 
-    /// The model's name for metadata: its folder's name.
+    /// The model's name for metadata: its folder's name or its file's stem.
     pub fn name(&self) -> String {
-        self.folder.name()
+        self.source.name()
     }
 
     /// How many pixels one latent pixel covers: 2^(VAE levels - 1).
@@ -220,6 +312,11 @@ impl StableDiffusion {
 
         let started = Instant::now();
         let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
+            if request.clip_skip > 1 || !request.embeddings.is_empty() {
+                return Err(EngineError::Invalid(
+                    "clip skip and textual-inversion embeddings are not supported for SDXL models yet: leave them out".into(),
+                ));
+            }
             let SdxlConditioning { context, added } = sdxl.condition(
                 &self.tokenizer,
                 &self.text_encoder,
@@ -232,13 +329,7 @@ impl StableDiffusion {
             )?;
             (context, added)
         } else {
-            let positive = self.encode_prompt(&request.prompt, batch)?;
-            let context = if guided {
-                let negative = self.encode_prompt(&request.negative_prompt, batch)?;
-                Tensor::cat(&[negative, positive], 0)
-            } else {
-                positive
-            };
+            let context = self.encode_prompts(request, guided)?;
             (context, UNetConditioning::default())
         };
         self.synchronize();
@@ -274,7 +365,8 @@ impl StableDiffusion {
             let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
-                &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale
+                let guided = &halves[0] + (&halves[1] - &halves[0]) * request.guidance_scale;
+                rescale_guidance(guided, &halves[1], request.guidance_rescale)
             } else {
                 prediction
             };
@@ -306,12 +398,27 @@ impl StableDiffusion {
         })
     }
 
-    /// The text encoder's last hidden state for one prompt, repeated for the batch.
-    fn encode_prompt(&self, prompt: &str, batch: i64) -> Result<Tensor> {
-        let ids = self.tokenizer.encode_padded(prompt);
-        let ids = Tensor::from_slice(&ids).unsqueeze(0).to_device(self.device);
-        let hidden = self.text_encoder.forward(&ids)?.last_hidden_state;
-        Ok(hidden.repeat([batch, 1, 1]))
+    /// The prompt in AUTOMATIC1111's syntax (see `engine::prompt`), after the negative prompt
+    /// when guided (both padded to the same number of chunks), repeated for the batch.
+    fn encode_prompts(&self, request: &TextToImage, guided: bool) -> Result<Tensor> {
+        let dim = self.text_encoder.hidden_size();
+        let embeddings = TextualInversions::load(&request.embeddings, &self.tokenizer, dim)?;
+        let encoder = PromptEncoder::new(
+            &self.tokenizer,
+            &self.text_encoder,
+            request.clip_skip,
+            &embeddings,
+        )?;
+        let batch = [request.batch_size, 1, 1];
+        if !guided {
+            return Ok(encoder.encode(&request.prompt)?.repeat(batch));
+        }
+        let (positive, negative) =
+            encoder.encode_pair(&request.prompt, &request.negative_prompt)?;
+        Ok(Tensor::cat(
+            &[negative.repeat(batch), positive.repeat(batch)],
+            0,
+        ))
     }
 
     /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
@@ -322,7 +429,13 @@ impl StableDiffusion {
             Ok(match self.vae_fp32.get() {
                 Some(vae) => vae,
                 None => {
-                    let vae = load_vae(&self.folder, &self.vae_config, self.device, Kind::Float)?;
+                    let vae = load_vae(
+                        &self.source,
+                        self.vae_override.as_ref(),
+                        &self.vae_config,
+                        self.device,
+                        Kind::Float,
+                    )?;
                     self.vae_fp32.get_or_init(|| vae)
                 }
             })
@@ -347,24 +460,94 @@ impl StableDiffusion {
     }
 }
 
-fn load_vae(
-    folder: &ModelFolder,
-    config: &VaeConfig,
-    device: Device,
-    kind: Kind,
-) -> Result<AutoencoderKl> {
-    let weights = folder.weights("vae", "diffusion_pytorch_model", device, kind)?;
-    let vae = AutoencoderKl::new(&weights.root(), config)?;
-    weights.finish()?;
-    Ok(vae)
-}
-
 /// Decoder output in [-1, 1] (NCHW) to floats in [0, 1], NHWC, on the CPU.
 fn to_unit_nhwc(image: &Tensor) -> Tensor {
     (image.to_kind(Kind::Float) / 2.0 + 0.5)
         .clamp(0.0, 1.0)
         .permute([0, 2, 3, 1])
         .to_device(Device::Cpu)
+}
+
+/// diffusers' `rescale_noise_cfg` (Lin et al. 2023, 3.4): the guided prediction rescaled to the
+/// standard deviation of the text-conditioned one (per image), mixed in by `rescale`.
+pub fn rescale_guidance(guided: Tensor, text: &Tensor, rescale: f64) -> Tensor {
+    if rescale <= 0.0 {
+        return guided;
+    }
+    let dims: Vec<i64> = (1..guided.dim() as i64).collect();
+    let std_text = text.std_dim(&dims[..], true, true);
+    let std_guided = guided.std_dim(&dims[..], true, true);
+    let rescaled = &guided * (std_text / std_guided);
+    rescaled * rescale + guided * (1.0 - rescale)
+}
+
+fn load_text_encoder(
+    source: &ModelSource,
+    config: &ClipTextConfig,
+    loras: &LoraSet,
+    device: Device,
+    kind: Kind,
+    mismatches: &mut Vec<EngineError>,
+) -> Result<ClipTextModel> {
+    let weights = source.weights("text_encoder", "model", device, kind)?;
+    let patch = loras.patch_for("text_encoder", &weights)?;
+    let weights = weights.with_patch(patch);
+    let model = ClipTextModel::new(&weights.root(), config)?;
+    mismatches.extend(weights.finish().err());
+    Ok(model)
+}
+
+fn load_unet(
+    source: &ModelSource,
+    config: &UNetConfig,
+    loras: &LoraSet,
+    device: Device,
+    kind: Kind,
+    mismatches: &mut Vec<EngineError>,
+) -> Result<UNet2DConditionModel> {
+    let weights = source.weights("unet", "diffusion_pytorch_model", device, kind)?;
+    let patch = loras.patch_for("unet", &weights)?;
+    let weights = weights.with_patch(patch);
+    let model = UNet2DConditionModel::new(&weights.root(), config)?;
+    mismatches.extend(weights.finish().err());
+    Ok(model)
+}
+
+fn unet_json(source: &ModelSource) -> Result<serde_json::Value> {
+    let (text, path) = source.config_text("unet", "config.json")?;
+    super::loader::parse_config(&text, &path, |_: &serde_json::Value| Ok(()))
+}
+
+/// The VAE's config: the override folder's, else the model's.
+fn vae_config(source: &ModelSource, vae: Option<&VaeOverride>) -> Result<VaeConfig> {
+    let (text, path) = source.config_text("vae", "config.json")?;
+    let (text, path) = match vae {
+        Some(v) => v.config_text(&text)?,
+        None => (text, path),
+    };
+    super::loader::parse_config(&text, &path, VaeConfig::validate)
+}
+
+fn load_vae(
+    source: &ModelSource,
+    vae: Option<&VaeOverride>,
+    config: &VaeConfig,
+    device: Device,
+    kind: Kind,
+) -> Result<AutoencoderKl> {
+    let weights = match vae {
+        Some(v) => {
+            let (text, _) = source.config_text("vae", "config.json")?;
+            let (text, _) = v.config_text(&text)?;
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| EngineError::Invalid(format!("VAE config: {e}")))?;
+            v.weights(&json, device, kind)?
+        }
+        None => source.weights("vae", "diffusion_pytorch_model", device, kind)?,
+    };
+    let vae = AutoencoderKl::new(&weights.root(), config)?;
+    weights.finish()?;
+    Ok(vae)
 }
 
 /// Floats in [0, 1] (NHWC) to 8-bit images, rounding as diffusers' `numpy_to_pil` does.

@@ -23,7 +23,40 @@ struct MappedFile {
 
 struct Entry {
     file: usize,
+    /// Where the bytes are and their stored dtype and shape.
     info: TensorInfo,
+    /// The shape served (differs from the stored one for transposed views).
+    shape: Vec<i64>,
+    transpose: bool,
+}
+
+/// Which part of a stored tensor a renamed tensor is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    Whole,
+    /// Rows `start..start+count` of the first dimension (a fused q/k/v projection's parts).
+    Rows {
+        start: i64,
+        count: i64,
+    },
+    /// The same data under another shape (1x1 convolutions served as linear weights).
+    Reshape(Vec<i64>),
+    /// A matrix's transpose (OpenCLIP's `text_projection`).
+    Transpose,
+}
+
+/// Serve stored tensor `source` (through `view`) as `name`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rename {
+    pub name: String,
+    pub source: String,
+    pub view: View,
+}
+
+/// Changes to tensors made as they are taken: `patch` gets the tensor in fp32 on the model's
+/// device and returns what to add to it, if anything.
+pub trait WeightPatch {
+    fn delta(&self, name: &str, weight: &Tensor) -> Option<Tensor>;
 }
 
 /// All tensors of one model component, possibly spread over several files.
@@ -35,6 +68,43 @@ pub struct Weights {
     used: RefCell<BTreeSet<String>>,
     problems: RefCell<Vec<String>>,
     location: String,
+    patch: Option<std::rc::Rc<dyn WeightPatch>>,
+}
+
+fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
+    let file = File::open(path).map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the map is read-only; a file truncated under us is a user error that
+    // safetensors' header check below or the bounds checks in `tensor` catch.
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |message: String| EngineError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (header_len, metadata) =
+        safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+    let data_start = 8 + header_len;
+    let mut tensors = Vec::new();
+    for (name, info) in metadata.tensors() {
+        let (start, end) = info.data_offsets;
+        if data_start + end > mmap.len() || start > end {
+            return Err(bad(format!("tensor {name} lies outside the file")));
+        }
+        tensors.push((name, info.clone()));
+    }
+    Ok((
+        MappedFile {
+            path: path.to_path_buf(),
+            mmap,
+            data_start,
+        },
+        tensors,
+    ))
 }
 
 impl Weights {
@@ -43,49 +113,38 @@ impl Weights {
         let mut files = Vec::new();
         let mut entries = HashMap::new();
         for path in paths {
-            let file = File::open(path).map_err(|source| EngineError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            // SAFETY: the map is read-only; a file truncated under us is a user error that
-            // safetensors' header check below or the bounds checks in `tensor` catch.
-            let mmap = unsafe { Mmap::map(&file) }.map_err(|source| EngineError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let bad = |message: String| EngineError::Safetensors {
-                path: path.clone(),
-                message,
-            };
-            let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap[..])
-                .map_err(|e| bad(e.to_string()))?;
-            let data_start = 8 + header_len;
+            let (file, tensors) = map_file(path)?;
             let index = files.len();
-            for (name, info) in metadata.tensors() {
-                let (start, end) = info.data_offsets;
-                if data_start + end > mmap.len() || start > end {
-                    return Err(bad(format!("tensor {name} lies outside the file")));
-                }
+            for (name, info) in tensors {
+                let shape = info.shape.iter().map(|&d| d as i64).collect();
                 entries.insert(
                     name,
                     Entry {
                         file: index,
-                        info: info.clone(),
+                        info,
+                        shape,
+                        transpose: false,
                     },
                 );
             }
-            files.push(MappedFile {
-                path: path.clone(),
-                mmap,
-                data_start,
-            });
+            files.push(file);
         }
         let location = paths
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        Ok(Self {
+        Ok(Self::from_parts(files, entries, device, kind, location))
+    }
+
+    fn from_parts(
+        files: Vec<MappedFile>,
+        entries: HashMap<String, Entry>,
+        device: Device,
+        kind: Kind,
+        location: String,
+    ) -> Self {
+        Self {
             files,
             entries,
             device,
@@ -93,8 +152,96 @@ impl Weights {
             used: RefCell::default(),
             problems: RefCell::default(),
             location,
-        })
+            patch: None,
+        }
     }
+
+    // ---- single-file checkpoints: tensors served under new names (see engine::checkpoint)
+
+    /// One file's tensors under new names: `renames` says which stored tensor (and which part
+    /// of it) each name serves. Tensors no rename mentions are invisible.
+    pub fn open_renamed(
+        path: &Path,
+        renames: &[Rename],
+        device: Device,
+        kind: Kind,
+        location: String,
+    ) -> Result<Self> {
+        let (file, tensors) = map_file(path)?;
+        let stored: HashMap<String, TensorInfo> = tensors.into_iter().collect();
+        let bad = |message: String| EngineError::Safetensors {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut entries = HashMap::new();
+        for r in renames {
+            let info = stored
+                .get(&r.source)
+                .ok_or_else(|| bad(format!("tensor {} is missing", r.source)))?;
+            let dims: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
+            let (info, shape, transpose) = match &r.view {
+                View::Whole => (info.clone(), dims, false),
+                View::Rows { start, count } => {
+                    let rows = dims.first().copied().unwrap_or(0);
+                    if *start < 0 || *count < 0 || start + count > rows {
+                        return Err(bad(format!(
+                            "tensor {} has {rows} rows, fewer than {} needs",
+                            r.source, r.name
+                        )));
+                    }
+                    let row_bytes = (info.data_offsets.1 - info.data_offsets.0) / rows as usize;
+                    let begin = info.data_offsets.0 + row_bytes * *start as usize;
+                    let mut sliced = info.clone();
+                    sliced.data_offsets = (begin, begin + row_bytes * *count as usize);
+                    sliced.shape[0] = *count as usize;
+                    let mut shape = dims;
+                    shape[0] = *count;
+                    (sliced, shape, false)
+                }
+                View::Reshape(shape) => {
+                    if shape.iter().product::<i64>() != dims.iter().product::<i64>() {
+                        return Err(bad(format!(
+                            "tensor {} has shape {dims:?}, which cannot serve {} as {shape:?}",
+                            r.source, r.name
+                        )));
+                    }
+                    let mut reshaped = info.clone();
+                    reshaped.shape = shape.iter().map(|&d| d as usize).collect();
+                    (reshaped, shape.clone(), false)
+                }
+                View::Transpose => {
+                    if dims.len() != 2 {
+                        return Err(bad(format!("tensor {} is not a matrix", r.source)));
+                    }
+                    (info.clone(), vec![dims[1], dims[0]], true)
+                }
+            };
+            entries.insert(
+                r.name.clone(),
+                Entry {
+                    file: 0,
+                    info,
+                    shape,
+                    transpose,
+                },
+            );
+        }
+        Ok(Self::from_parts(
+            vec![file],
+            entries,
+            device,
+            kind,
+            location,
+        ))
+    }
+
+    /// Adds `patch`'s deltas to the tensors it names as they are taken (LoRAs, fused at load).
+    pub fn with_patch(mut self, patch: Option<std::rc::Rc<dyn WeightPatch>>) -> Self {
+        self.patch = patch;
+        self
+    }
+
+    // ---- end of single-file checkpoint support
 
     pub fn device(&self) -> Device {
         self.device
@@ -122,9 +269,7 @@ impl Weights {
 
     /// The stored shape of a tensor, without reading it.
     pub fn shape_of(&self, name: &str) -> Option<Vec<i64>> {
-        self.entries
-            .get(name)
-            .map(|e| e.info.shape.iter().map(|&d| d as i64).collect())
+        self.entries.get(name).map(|e| e.shape.clone())
     }
 
     /// Reads one tensor as stored, on the CPU.
@@ -164,7 +309,12 @@ impl Weights {
                 ),
             });
         }
-        Ok(Tensor::from_data_size(bytes, &shape, kind))
+        let tensor = Tensor::from_data_size(bytes, &shape, kind);
+        Ok(if entry.transpose {
+            tensor.tr().contiguous()
+        } else {
+            tensor
+        })
     }
 
     fn take(&self, name: &str, shape: Option<&[i64]>, kind: Option<Kind>) -> Tensor {
@@ -191,6 +341,12 @@ impl Weights {
                 } else {
                     t.kind()
                 });
+                if let Some(patch) = self.patch.as_ref().filter(|_| t.is_floating_point()) {
+                    let full = t.to_device(self.device).to_kind(Kind::Float);
+                    if let Some(delta) = patch.delta(name, &full) {
+                        return (full + delta).to_kind(kind);
+                    }
+                }
                 t.to_device(self.device).to_kind(kind)
             }
             Err(e) => {

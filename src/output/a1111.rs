@@ -18,6 +18,10 @@ pub fn parameters(recipe: &Recipe, model_name: &str) -> String {
         fields.push(("Batch size", recipe.batch_size.to_string()));
         fields.push(("Batch pos", recipe.index.to_string()));
     }
+    // A1111 writes clip skip only when it skips.
+    if recipe.clip_skip > 1 {
+        fields.push(("Clip skip", recipe.clip_skip.to_string()));
+    }
     let line = fields
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
@@ -96,6 +100,10 @@ mod tests {
             index: 0,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            clip_skip: 1,
+            guidance_rescale: 0.0,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 
@@ -124,5 +132,19 @@ mod tests {
              Steps: 20, Sampler: DDIM, CFG scale: 7.5, Seed: 1234, Size: 512x768, \
              Model: \"sd, v1:5\", Batch size: 4, Batch pos: 2"
         );
+    }
+
+    #[test]
+    fn clip_skip_only_when_it_skips() {
+        let r = Recipe {
+            clip_skip: 2,
+            ..recipe()
+        };
+        assert!(parameters(&r, "m").ends_with("Model: m, Clip skip: 2"));
+        let r = Recipe {
+            clip_skip: 0,
+            ..recipe()
+        };
+        assert!(!parameters(&r, "m").contains("Clip skip"));
     }
 }

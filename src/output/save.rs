@@ -79,6 +79,10 @@ mod tests {
             index,
             device: "cpu".into(),
             dtype: "fp32".into(),
+            clip_skip: 1,
+            guidance_rescale: 0.0,
+            loras: Vec::new(),
+            vae: None,
         }
     }
 

@@ -26,6 +26,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "width",
     "height",
     "batch_size",
+    "clip_skip",
+    "guidance_rescale",
 ];
 
 /// A named, possibly partial recipe. The name is the file's, so it is not stored here.
@@ -57,6 +59,8 @@ struct Known {
     width: Option<Spanned<u32>>,
     height: Option<Spanned<u32>>,
     batch_size: Option<Spanned<u32>>,
+    clip_skip: Option<u32>,
+    guidance_rescale: Option<Spanned<f64>>,
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -134,6 +138,9 @@ impl Preset {
         if let Some(v) = &known.batch_size {
             check(v.span(), recipe::check_batch(*v.get_ref()))?;
         }
+        if let Some(v) = &known.guidance_rescale {
+            check(v.span(), recipe::check_guidance_rescale(*v.get_ref()))?;
+        }
         if let Some(v) = &known.width {
             check(v.span(), recipe::check_side("width", *v.get_ref()))?;
         }
@@ -175,6 +182,8 @@ impl Preset {
                 width: known.width.map(Spanned::into_inner),
                 height: known.height.map(Spanned::into_inner),
                 batch_size: known.batch_size.map(Spanned::into_inner),
+                clip_skip: known.clip_skip,
+                guidance_rescale: known.guidance_rescale.map(Spanned::into_inner),
             },
             extra,
         })
@@ -226,6 +235,8 @@ impl Preset {
         put("width", p.width.map(|v| int(v.into())));
         put("height", p.height.map(|v| int(v.into())));
         put("batch_size", p.batch_size.map(|v| int(v.into())));
+        put("clip_skip", p.clip_skip.map(|v| int(v.into())));
+        put("guidance_rescale", p.guidance_rescale.map(Into::into));
         for (k, v) in &self.extra {
             if !t.contains_key(k) {
                 t.insert(k.clone(), v.clone());

@@ -231,7 +231,52 @@ impl ClipTextModel {
         last_hidden_state.index(&[Some(batch), Some(positions)])
     }
 
+    /// The width of the hidden states (and of a textual-inversion vector).
+    pub fn hidden_size(&self) -> i64 {
+        self.token_embedding.weight.size()[1]
+    }
+
+    /// `forward_until` from token embeddings the caller made (`token_embeddings` with some rows
+    /// replaced, as textual inversion does): `[batch, seq, hidden]`, positions not yet added.
+    pub fn forward_embeddings_until(&self, token_embeds: &Tensor, layers: usize) -> Result<Tensor> {
+        let size = token_embeds.size();
+        let [_, seq, hidden] = size[..] else {
+            return Err(EngineError::Invalid(format!(
+                "token embeddings must have shape [batch, sequence, hidden], got {size:?}"
+            )));
+        };
+        if seq > self.max_positions || seq == 0 || hidden != self.hidden_size() {
+            return Err(EngineError::Invalid(format!(
+                "token embeddings of shape {size:?} do not fit a text encoder of {} positions and width {}",
+                self.max_positions,
+                self.hidden_size()
+            )));
+        }
+        if layers > self.layers.len() {
+            return Err(EngineError::Invalid(format!(
+                "the text encoder has {} layers; cannot stop after layer {layers}",
+                self.layers.len()
+            )));
+        }
+        let mut h = self.add_positions(&token_embeds.to_device(self.device));
+        for layer in &self.layers[..layers] {
+            h = layer.forward(&h);
+        }
+        Ok(h)
+    }
+
     fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        Ok(self.add_positions(&self.token_embeddings(input_ids)?))
+    }
+
+    fn add_positions(&self, token_embeds: &Tensor) -> Tensor {
+        let seq = token_embeds.size()[1];
+        let positions = Tensor::arange(seq, (Kind::Int64, self.device));
+        token_embeds + self.position_embedding.forward(&positions)
+    }
+
+    /// The token embedding rows of `input_ids` (`[batch, seq]`), before positions are added.
+    pub fn token_embeddings(&self, input_ids: &Tensor) -> Result<Tensor> {
         let size = input_ids.size();
         let [_, seq] = size[..] else {
             return Err(EngineError::Invalid(format!(
@@ -263,8 +308,7 @@ impl ClipTextModel {
                 self.vocab_size
             )));
         }
-        let positions = Tensor::arange(seq, (Kind::Int64, self.device));
-        Ok(self.token_embedding.forward(&ids) + self.position_embedding.forward(&positions))
+        Ok(self.token_embedding.forward(&ids))
     }
 }
 
