@@ -89,6 +89,7 @@ fn timesteps_sigmas_and_init_noise_match_diffusers() {
                 let sigmas = s.sigmas().to_vec();
                 (s.timesteps().to_vec(), s.init_noise_sigma(), Some(sigmas))
             }
+            other => panic!("{}: {other} has its own reference file", case.name),
         };
         assert_values(
             &format!("{} timesteps", case.name),

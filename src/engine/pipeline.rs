@@ -8,6 +8,7 @@ use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
+use super::models::embeddings::guidance_scale_embedding;
 use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
@@ -307,8 +308,23 @@ impl StableDiffusion {
                 "the batch size must be at least 1".into(),
             ));
         }
-        let guided = request.guidance_scale > 1.0;
         let batch = request.batch_size;
+        // LCM-style UNets (time_cond_proj_dim) take the guidance scale as an embedding and run
+        // without classifier-free guidance, as diffusers' pipelines do.
+        let conditioning = UNetConditioning {
+            timestep_cond: self.unet_config.time_cond_proj_dim.map(|dim| {
+                let w = Tensor::full(
+                    [batch],
+                    request.guidance_scale - 1.0,
+                    (Kind::Float, Device::Cpu),
+                );
+                guidance_scale_embedding(&w, dim)
+                    .to_kind(self.kind)
+                    .to_device(self.device)
+            }),
+            ..UNetConditioning::default()
+        };
+        let guided = request.guidance_scale > 1.0 && conditioning.timestep_cond.is_none();
 
         let started = Instant::now();
         let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
@@ -327,10 +343,13 @@ impl StableDiffusion {
                 request.height,
                 request.width,
             )?;
+            let added = UNetConditioning {
+                timestep_cond: conditioning.timestep_cond,
+                ..added
+            };
             (context, added)
         } else {
-            let context = self.encode_prompts(request, guided)?;
-            (context, UNetConditioning::default())
+            (self.encode_prompts(request, guided)?, conditioning)
         };
         self.synchronize();
         let encode_s = started.elapsed().as_secs_f64();

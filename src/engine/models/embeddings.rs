@@ -92,3 +92,21 @@ impl TimestepEmbedding {
         }
     }
 }
+
+/// diffusers' `get_guidance_scale_embedding`: the sinusoidal embedding of guidance scales `w`
+/// ([n], float32) that LCM-distilled UNets (`time_cond_proj_dim`) take as `timestep_cond`;
+/// pipelines pass `guidance_scale - 1`. Returns [n, embedding_dim] in float32.
+pub fn guidance_scale_embedding(w: &Tensor, embedding_dim: i64) -> Tensor {
+    let w = w.to_kind(Kind::Float) * 1000.0;
+    let half = embedding_dim / 2;
+    // float32 throughout, in diffusers' order: log(10000) / (half - 1), then exp(-i * that).
+    let step = Tensor::from(10000f32).log() / (half - 1) as f64;
+    let freqs = (Tensor::arange(half, (Kind::Float, w.device())) * -step.double_value(&[])).exp();
+    let args = w.unsqueeze(1) * freqs.unsqueeze(0);
+    let emb = Tensor::cat(&[args.sin(), args.cos()], 1);
+    if embedding_dim % 2 == 1 {
+        emb.constant_pad_nd([0, 1])
+    } else {
+        emb
+    }
+}

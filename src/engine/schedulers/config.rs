@@ -153,6 +153,24 @@ pub struct SchedulerConfig {
     pub sigma_max: Option<f64>,
     pub final_sigmas_type: FinalSigmasType,
     pub timestep_type: TimestepType,
+    // Multistep solvers (UniPC, DEIS) and consistency samplers (LCM, TCD).
+    /// `solver_order`: how many past model outputs a multistep solver uses.
+    pub solver_order: usize,
+    /// `solver_type`, kept as text as diffusers' solvers read it with different vocabularies
+    /// (UniPC bh1/bh2, DEIS logrho); absent means the solver's own default.
+    pub solver_type: Option<String>,
+    /// `lower_order_final`: lower the order for the last steps (more stable with few steps).
+    pub lower_order_final: bool,
+    /// UniPC: `predict_x0` updates on the predicted clean sample (else on the noise).
+    pub predict_x0: bool,
+    /// UniPC: `disable_corrector`, the steps whose corrector is skipped.
+    pub disable_corrector: Vec<usize>,
+    /// Flow-matching sigmas (SD3, Flux); easel's samplers do not offer them.
+    pub use_flow_sigmas: bool,
+    /// LCM and TCD: `original_inference_steps`, the distillation schedule's length.
+    pub original_inference_steps: usize,
+    /// LCM: `timestep_scaling` of the consistency boundary condition.
+    pub timestep_scaling: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -184,6 +202,14 @@ impl Default for SchedulerConfig {
             sigma_max: None,
             final_sigmas_type: FinalSigmasType::Zero,
             timestep_type: TimestepType::Discrete,
+            solver_order: 2,
+            solver_type: None,
+            lower_order_final: true,
+            predict_x0: true,
+            disable_corrector: Vec::new(),
+            use_flow_sigmas: false,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
         }
     }
 }

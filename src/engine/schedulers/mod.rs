@@ -15,6 +15,17 @@ pub use ddim::Ddim;
 pub use euler::EulerDiscrete;
 pub use euler_ancestral::EulerAncestralDiscrete;
 
+// UniPC, DEIS, LCM and TCD.
+pub mod deis;
+pub mod lcm;
+mod multistep_sigmas;
+pub mod tcd;
+pub mod unipc;
+pub use deis::DeisMultistep;
+pub use lcm::Lcm;
+pub use tcd::Tcd;
+pub use unipc::UniPcMultistep;
+
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -32,6 +43,10 @@ pub fn build(
         SamplerKind::Ddim => Box::new(Ddim::new(config, steps)?),
         SamplerKind::Euler => Box::new(EulerDiscrete::new(config, steps)?),
         SamplerKind::EulerAncestral => Box::new(EulerAncestralDiscrete::new(config, steps)?),
+        SamplerKind::UniPc => Box::new(UniPcMultistep::new(config, steps)?),
+        SamplerKind::Deis => Box::new(DeisMultistep::new(config, steps)?),
+        SamplerKind::Lcm => Box::new(Lcm::new(config, steps)?),
+        SamplerKind::Tcd => Box::new(Tcd::new(config, steps)?),
     })
 }
 
@@ -77,10 +92,23 @@ pub enum SamplerKind {
     Euler,
     #[serde(rename = "euler_a")]
     EulerAncestral,
+    #[serde(rename = "unipc")]
+    UniPc,
+    Deis,
+    Lcm,
+    Tcd,
 }
 
 impl SamplerKind {
-    pub const ALL: &'static [SamplerKind] = &[Self::Ddim, Self::Euler, Self::EulerAncestral];
+    pub const ALL: &'static [SamplerKind] = &[
+        Self::Ddim,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::UniPc,
+        Self::Deis,
+        Self::Lcm,
+        Self::Tcd,
+    ];
 
     /// easel's own name, as `--sampler` takes it.
     pub fn name(self) -> &'static str {
@@ -88,6 +116,10 @@ impl SamplerKind {
             Self::Ddim => "ddim",
             Self::Euler => "euler",
             Self::EulerAncestral => "euler_a",
+            Self::UniPc => "unipc",
+            Self::Deis => "deis",
+            Self::Lcm => "lcm",
+            Self::Tcd => "tcd",
         }
     }
 
@@ -97,6 +129,10 @@ impl SamplerKind {
             Self::Ddim => "DDIM",
             Self::Euler => "Euler",
             Self::EulerAncestral => "Euler a",
+            Self::UniPc => "UniPC",
+            Self::Deis => "DEIS",
+            Self::Lcm => "LCM",
+            Self::Tcd => "TCD",
         }
     }
 }
