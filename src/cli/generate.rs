@@ -110,12 +110,12 @@ pub struct GenerateArgs {
     #[arg(short, long, value_name = "TEXT")]
     pub negative: Option<String>,
 
-    /// Denoising steps, 1 to 1000 [default: 20].
+    /// Denoising steps, 1 to 1000 [default: the model's: 1 for turbo models, else 20].
     #[arg(short, long, value_name = "N")]
     pub steps: Option<usize>,
 
     /// Guidance scale: how strongly the image follows the prompt; 1 or less turns guidance off
-    /// [default: 7.5].
+    /// [default: the model's: 0 for turbo models, 5 for SDXL, else 7.5].
     #[arg(short, long, value_name = "F")]
     pub cfg: Option<f64>,
 
@@ -879,6 +879,8 @@ mod tests {
         let defaults = crate::engine::pipeline::ModelDefaults {
             width: 64,
             height: 64,
+            steps: recipe::DEFAULT_STEPS,
+            cfg: recipe::DEFAULT_CFG,
         };
         let r = with_model_extras(job.recipe(&defaults, "cpu", "fp32").unwrap(), &a);
         assert_eq!(r.loras, a.loras);

@@ -60,8 +60,8 @@ impl Job {
             prompt: p.prompt.clone().unwrap_or_default(),
             negative_prompt: p.negative_prompt.clone().unwrap_or_default(),
             sampler: p.sampler.unwrap_or(recipe::DEFAULT_SAMPLER),
-            steps: p.steps.unwrap_or(recipe::DEFAULT_STEPS),
-            cfg: p.cfg.unwrap_or(recipe::DEFAULT_CFG),
+            steps: p.steps.unwrap_or(defaults.steps),
+            cfg: p.cfg.unwrap_or(defaults.cfg),
             seed: p.seed.unwrap_or_default(),
             width: side(p.width, defaults.width),
             height: side(p.height, defaults.height),
@@ -316,12 +316,15 @@ mod tests {
         let defaults = ModelDefaults {
             width: 64,
             height: 32,
+            steps: 3,
+            cfg: 1.5,
         };
         let r = p.jobs[3].recipe(&defaults, "cpu", "fp32").unwrap();
         assert_eq!((r.seed, r.batch_size, r.index), (103, 1, 0));
         assert_eq!(
-            (r.width, r.height, r.steps),
-            (64, 32, recipe::DEFAULT_STEPS)
+            (r.width, r.height, r.steps, r.cfg),
+            (64, 32, 3, 1.5),
+            "unset fields take the model's defaults"
         );
         let err = plan(
             "a",
