@@ -3,8 +3,11 @@
 
 pub mod cli;
 pub mod engine;
+pub mod history;
+pub mod metadata;
 pub mod output;
 pub mod paths;
 pub mod presets;
 pub mod recipe;
 pub mod store;
+pub mod variations;

@@ -24,9 +24,12 @@ fn default_clip_skip() -> u32 {
 
 /// One render, fully resolved.
 ///
-/// Seeds and batches: a batch of N is one diffusers-style call with ONE generator seeded with
-/// `seed`, which draws the noise of all N images at once. Image `index` i of that batch is
-/// reproduced by the same recipe with the same `batch_size`, not by its seed alone.
+/// Seeds and batches: `easel generate --batch N` renders N images with consecutive seeds, each
+/// its own render with `batch_size` 1 (AUTOMATIC1111's semantics), so every PNG's recipe
+/// reproduces that image alone. `batch_size` > 1 still describes an engine batch: one
+/// diffusers-style call with ONE generator seeded with `seed` that draws the noise of all N
+/// images at once; image `index` of such a batch is reproduced by the same recipe with the same
+/// `batch_size`, not by its seed alone (older easel files hold such recipes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recipe {
     pub schema_version: u32,
@@ -61,6 +64,10 @@ pub struct Recipe {
     /// diffusers' guidance rescale, 0 (off) to 1.
     #[serde(default)]
     pub guidance_rescale: f64,
+    /// The prompt as the user wrote it, when wildcards (`{a|b}`, `__name__`) were expanded into
+    /// `prompt`; `prompt` is what was rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_template: Option<String>,
     /// LoRAs fused into the model (`--lora`), in order; `<lora:NAME:W>` tags stay in the prompt.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<RecipeLora>,
@@ -251,6 +258,7 @@ mod tests {
             dtype: "fp16".into(),
             clip_skip: 2,
             guidance_rescale: 0.7,
+            prompt_template: Some("a {red|grey} fox".into()),
             loras: Vec::new(),
             vae: None,
         }

@@ -8,6 +8,11 @@ use std::process::{Command, Output, Stdio};
 fn easel() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
     cmd.stdin(Stdio::null());
+    // The history of these renders goes to a scratch home, not the user's.
+    cmd.env(
+        "EASEL_HOME",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_generate-home"),
+    );
     cmd
 }
 
@@ -296,13 +301,15 @@ fn folder_output_never_overwrites_and_batches_name_files() {
     let want = [root.path().join("fox-1.png"), root.path().join("fox-2.png")];
     let printed: Vec<PathBuf> = text(&result.stdout).lines().map(PathBuf::from).collect();
     assert_eq!(printed, want);
+    // --batch is a seed sweep: each image its own render with the next seed.
     for (i, p) in want.iter().enumerate() {
         let r = read_recipe(p).unwrap().unwrap();
-        assert_eq!((r.seed, r.batch_size, r.index), (7, 2, i as u32));
+        let seed = 7 + i as u64;
+        assert_eq!((r.seed, r.batch_size, r.index), (seed, 1, 0));
         let chunks = read_text_chunks(p).unwrap();
         let params = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
         assert!(
-            params.ends_with(&format!("Batch size: 2, Batch pos: {i}")),
+            params.ends_with(&format!("Seed: {seed}, Size: 64x64, Model: tiny-sd1")),
             "{params}"
         );
     }

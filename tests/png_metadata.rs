@@ -142,6 +142,7 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         dtype: "fp32".into(),
         clip_skip: 1,
         guidance_rescale: 0.0,
+        prompt_template: None,
         loras: Vec::new(),
         vae: None,
     }

@@ -475,7 +475,7 @@ fn unknown_fields_survive_rename_save_and_edit() {
     let original = "# from a newer easel\n\
                     schema_version = 1\n\
                     description = \"film look\"\n\
-                    clip_skip = 2\n\
+                    hires_scale = 2\n\
                     steps = 20\n\
                     stepz = 4\n\
                     \n\
@@ -492,7 +492,7 @@ fn unknown_fields_survive_rename_save_and_edit() {
     );
     assert!(
         stderr.contains(
-            "kept but not used by this easel: clip_skip, stepz (did you mean steps?), loras"
+            "kept but not used by this easel: hires_scale, stepz (did you mean steps?), loras"
         ),
         "{stderr}"
     );
@@ -507,14 +507,14 @@ fn unknown_fields_survive_rename_save_and_edit() {
         "preset", "save", "film2", "--steps", "30", "--cfg", "5", "--force",
     ]);
     assert!(out.status.success());
-    assert!(text(&out.stderr).contains("kept fields this easel does not use: clip_skip"));
+    assert!(text(&out.stderr).contains("kept fields this easel does not use: hires_scale"));
     let p = home.preset("film2");
     assert_eq!((p.patch.steps, p.patch.cfg), (Some(30), Some(5.0)));
     assert_eq!(p.description.as_deref(), Some("film look"));
     let kept: toml::Table =
         toml::from_str(&std::fs::read_to_string(home.file("film2")).unwrap()).unwrap();
     let before: toml::Table = toml::from_str(original).unwrap();
-    for key in ["clip_skip", "stepz", "loras"] {
+    for key in ["hires_scale", "stepz", "loras"] {
         assert_eq!(kept[key], before[key], "{key}");
     }
 

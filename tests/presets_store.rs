@@ -146,7 +146,7 @@ fn read_modify_write_from_many_threads_loses_no_update() {
     let store = std::sync::Arc::new(store);
     let mut start = Preset::default();
     start.patch.steps = Some(1);
-    start.extra.insert("clip_skip".into(), 2.into());
+    start.extra.insert("hires_scale".into(), 2.into());
     store.save("counter", &start, false).unwrap();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -172,7 +172,7 @@ fn read_modify_write_from_many_threads_loses_no_update() {
     }
     let counter = store.get("counter").unwrap().preset;
     assert_eq!(counter.patch.steps, Some(81), "every increment landed");
-    assert_eq!(counter.extra["clip_skip"], toml::Value::Integer(2));
+    assert_eq!(counter.extra["hires_scale"], toml::Value::Integer(2));
     let listing = store.list();
     assert!(listing.problems.is_empty(), "{:?}", listing.problems);
     let mine = listing.entries.iter().filter(|e| !e.is_builtin()).count();

@@ -55,6 +55,7 @@ fn run(unet: &UNet2DConditionModel, case: &Case, device: Device, kind: Kind) -> 
     let to = |t: &Tensor| t.to_device(device).to_kind(kind);
     let conditioning = UNetConditioning {
         timestep_cond: case.cond.as_ref().map(to),
+        ..Default::default()
     };
     let (sample, text) = (to(&case.sample), to(&case.text));
     unet.check_inputs(&sample, &text, &conditioning)

@@ -1,54 +1,80 @@
 //! `easel generate`: a prompt in, PNGs with their recipe out.
 use super::interrupt::{self, CANCELLED_EXIT};
+use super::plan;
 use super::progress::Reporter;
 use super::report::{ImageReport, TimingReport};
+use super::sheet;
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
 use crate::engine::lora::{prompt_tags, LoraSpec};
-use crate::engine::pipeline::{LoadOptions, ModelDefaults, StableDiffusion, TextToImage};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::engine::schedulers::config::TimestepSpacing;
 use crate::engine::schedulers::{SamplerChoice, Schedule};
 use crate::engine::EngineError;
+use crate::history;
+use crate::metadata::{self, ImageParameters};
 use crate::output::naming::{self, OutputTarget};
 use crate::output::save_png;
-use crate::recipe::{self, Recipe, RecipeError, RecipeLora, SCHEMA_VERSION};
+use crate::paths::Paths;
+use crate::recipe::{self, Recipe, RecipeError, RecipeLora, RecipePatch};
+use crate::variations::contact_sheet;
+use crate::variations::grid::GridAxis;
+use crate::variations::wildcards::Wildcards;
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 const EXAMPLES: &str = "\
 Examples:
   easel generate \"a red fox in the snow\" --model models/sd15
   easel generate \"a red fox\" -m models/sd15 --seed 7 --steps 30 --out fox.png
-  easel generate \"a lighthouse at dusk\" -m models/sd15 --batch 4 --out shots/
+  easel generate \"a lighthouse at dusk\" -m models/sd15 --seed 100 --batch 8 --out shots/
   echo \"a long prompt from a file\" | easel generate - -m models/sd15 --json
+  easel generate --from outputs/20260101-120000-7-0.png --steps 40
+  easel generate \"a {red|green|blue} __animal__ in the snow\" -m models/sd15 --batch 4
+  easel generate \"a cat|wearing a hat|in the snow\" -m models/sd15 --prompt-matrix
+  easel generate \"a fox\" -m models/sd15 --grid-x cfg=4,7,10 --grid-y sampler=euler_a,ddim
   easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
 
 Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
 (SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
 command that converts them). <lora:NAME:WEIGHT> in the prompt loads NAME.safetensors from the
 loras/ folder of easel's config folder ($EASEL_HOME/config/loras when EASEL_HOME is set).
+Files: an --out ending in .png is that file (replaced if it exists; several images are written
+as name-1.png, name-2.png, ..., and a matrix or grid's contact sheet is name.png itself).
+Anything else is a folder (created if needed; default ./outputs/) where names are
+YYYYmmdd-HHMMSS-SEED-INDEX.png, sortable by time, and an existing file is never replaced.
+Files appear whole: they are written to a temporary name and renamed. Every image is also
+recorded in the history (see `easel history`).
 
-Files: an --out ending in .png is that file (replaced if it exists; a batch writes name-1.png,
-name-2.png, ...). Anything else is a folder (created if needed; default ./outputs/) where names
-are YYYYmmdd-HHMMSS-SEED-INDEX.png, sortable by time, and an existing file is never replaced.
-Files appear whole: they are written to a temporary name and renamed.
+Seeds: --batch N renders N images with seeds SEED, SEED+1, ..., each on its own, so each
+PNG's recipe reproduces it alone. Without --seed a random one is chosen, printed, and recorded.
 
-Seeds: a batch draws all its images from one generator seeded with --seed, as diffusers does;
-image i of a batch is reproduced by the same seed with the same --batch. Without --seed a
-random one is chosen, printed, and recorded in every PNG.
+Layers: settings come from the model's defaults, then --from IMAGE.png, then --preset NAME
+(see `easel preset --help`), then the flags given here, later ones winning.
+
+Wildcards: {a|b|c} picks one option per image, __name__ one line of wildcards/name.txt in
+easel's config folder; picks follow each image's seed. The PNG records the prompt as rendered
+and the template it came from. {prompt} and other braces without | are left as they are.
+
+Matrix and grid: --prompt-matrix renders every combination of the parts after the first `|`
+(AUTOMATIC1111's prompt matrix); --grid-x/--grid-y FIELD=V1,V2,... render one image per value
+(fields: steps, cfg, seed, sampler, width, height, size, prompt, prompt_sr, negative_prompt,
+model; quote a value holding a comma). Both write each image and a labeled contact sheet;
+all cells share the seed unless --vary-seed.
 
 Metadata: each PNG carries a `parameters` text in AUTOMATIC1111's format and the full recipe
-as JSON under the keyword `easel`.
+as JSON under the keyword `easel` (see `easel info`).
 
 Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.3, [word] 1/1.1;
 \\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
 several chunks. A textual-inversion embedding is used by its name (its file name without
 .safetensors) from the --embeddings folder.
 
-Ctrl-C stops after the current step and writes nothing; a second Ctrl-C quits at once.";
+Ctrl-C stops after the current step; images already finished are kept and the rest skipped;
+a second Ctrl-C quits at once.";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = EXAMPLES)]
@@ -56,6 +82,11 @@ pub struct GenerateArgs {
     /// What to draw; `-` reads the prompt from standard input.
     #[arg(value_name = "PROMPT")]
     pub prompt: Option<String>,
+
+    /// Start from the recipe in a PNG made by easel, AUTOMATIC1111 or stable-diffusion.cpp;
+    /// flags given here override it.
+    #[arg(long, value_name = "IMAGE.png")]
+    pub from: Option<PathBuf>,
 
     /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
     /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
@@ -80,12 +111,12 @@ pub struct GenerateArgs {
     #[arg(short, long, value_name = "TEXT")]
     pub negative: Option<String>,
 
-    /// Denoising steps, 1 to 1000 [default: 20].
+    /// Denoising steps, 1 to 1000 [default: the model's: 1 for turbo models, else 20].
     #[arg(short, long, value_name = "N")]
     pub steps: Option<usize>,
 
     /// Guidance scale: how strongly the image follows the prompt; 1 or less turns guidance off
-    /// [default: 7.5].
+    /// [default: the model's: 0 for turbo models, 5 for SDXL, else 7.5].
     #[arg(short, long, value_name = "F")]
     pub cfg: Option<f64>,
 
@@ -102,8 +133,8 @@ pub struct GenerateArgs {
     pub height: Option<u32>,
 
     /// Sampler: ddim, ddpm, pndm, lms, euler, euler_a, heun, dpm2, dpm2_a, dpmpp_2m,
-    /// dpmpp_2m_sde, dpmpp_sde. AUTOMATIC1111's names work too ("Euler a", "DPM++ 2M Karras")
-    /// [default: euler_a].
+    /// dpmpp_2m_sde, dpmpp_sde, unipc, deis, lcm, tcd. AUTOMATIC1111's names work too
+    /// ("Euler a", "DPM++ 2M Karras") [default: euler_a].
     #[arg(long, value_name = "NAME")]
     pub sampler: Option<SamplerChoice>,
 
@@ -116,7 +147,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "S")]
     pub timestep_spacing: Option<TimestepSpacing>,
 
-    /// Images rendered together from one seed, 1 to 64 [default: 1].
+    /// Images to render, 1 to 64, with seeds SEED, SEED+1, ... (a seed sweep) [default: 1].
     #[arg(short, long, value_name = "N")]
     pub batch: Option<u32>,
 
@@ -124,6 +155,22 @@ pub struct GenerateArgs {
     /// Flags given here win over presets.
     #[arg(long = "preset", value_name = "NAME")]
     pub presets: Vec<String>,
+
+    /// Render every combination of the prompt's `|`-separated optional parts, plus a contact sheet.
+    #[arg(long)]
+    pub prompt_matrix: bool,
+
+    /// Grid columns: FIELD=V1,V2,... (such as cfg=4,7,10), plus a contact sheet.
+    #[arg(long, value_name = "FIELD=VALUES")]
+    pub grid_x: Option<GridAxis>,
+
+    /// Grid rows: FIELD=V1,V2,... (such as sampler=euler_a,ddim).
+    #[arg(long, value_name = "FIELD=VALUES")]
+    pub grid_y: Option<GridAxis>,
+
+    /// Give matrix or grid cell i the seed SEED+i instead of one seed for all.
+    #[arg(long)]
+    pub vary_seed: bool,
 
     /// A .png file, or a folder for uniquely named files [default: outputs/].
     #[arg(short, long, value_name = "FILE_OR_DIR")]
@@ -152,36 +199,42 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
 
-    /// Print one JSON object per image on stdout (path, seed, size, timings) and nothing else.
+    /// Print one JSON object per image on stdout (path, seed, size, timings), then one for the
+    /// contact sheet if any, and nothing else.
     #[arg(long)]
     pub json: bool,
 }
 
-/// The prompt argument, reading standard input for `-`.
-pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<String> {
+/// The prompt argument, reading standard input for `-`; None when no prompt was given.
+pub fn resolve_prompt(arg: Option<&str>, stdin: &mut dyn Read) -> Result<Option<String>> {
     match arg {
-        None => bail!(
-            "no prompt: give one as the first argument, `-` to read it from standard input, \
-             or \"\" for none"
-        ),
+        None => Ok(None),
         Some("-") => {
             let mut text = String::new();
             stdin
                 .read_to_string(&mut text)
                 .context("cannot read the prompt from standard input")?;
-            Ok(text.trim_end_matches(['\n', '\r']).to_string())
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
         }
-        Some(p) => Ok(p.to_string()),
+        Some(p) => Ok(Some(p.to_string())),
     }
 }
 
 /// Checks what can be checked before the model loads, so mistakes cost no loading time.
 pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     schedule_of(args)?;
-    recipe::check_steps(args.steps.unwrap_or(recipe::DEFAULT_STEPS))?;
-    recipe::check_cfg(args.cfg.unwrap_or(recipe::DEFAULT_CFG))?;
-    recipe::check_batch(args.batch.unwrap_or(1))?;
-    recipe::check_guidance_rescale(args.guidance_rescale.unwrap_or(0.0))?;
+    if let Some(steps) = args.steps {
+        recipe::check_steps(steps)?;
+    }
+    if let Some(cfg) = args.cfg {
+        recipe::check_cfg(cfg)?;
+    }
+    if let Some(batch) = args.batch {
+        recipe::check_batch(batch)?;
+    }
+    if let Some(rescale) = args.guidance_rescale {
+        recipe::check_guidance_rescale(rescale)?;
+    }
     if let Some(w) = args.width {
         recipe::check_side("width", w)?;
     }
@@ -189,6 +242,58 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
         recipe::check_side("height", h)?;
     }
     Ok(())
+}
+
+/// Checks the layered settings, which may come from an image, before any model loads.
+pub fn check_patch(patch: &RecipePatch) -> std::result::Result<(), RecipeError> {
+    if let Some(steps) = patch.steps {
+        recipe::check_steps(steps)?;
+    }
+    if let Some(cfg) = patch.cfg {
+        recipe::check_cfg(cfg)?;
+    }
+    if let Some(rescale) = patch.guidance_rescale {
+        recipe::check_guidance_rescale(rescale)?;
+    }
+    for (name, side) in [("width", patch.width), ("height", patch.height)] {
+        if let Some(v) = side {
+            recipe::check_side(name, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The schedule the flags ask for: `--schedule`, or the one the sampler's name implies (None:
+/// neither says).
+pub fn schedule_of(args: &GenerateArgs) -> std::result::Result<Option<Schedule>, RecipeError> {
+    match args.sampler {
+        Some(choice) => choice
+            .schedule_with(args.schedule)
+            .map(|s| (args.schedule.is_some() || choice.schedule.is_some()).then_some(s))
+            .map_err(|e| RecipeError::Sampler(e.to_string())),
+        None => Ok(args.schedule),
+    }
+}
+
+/// What the flags set, as the top layer.
+pub fn flags_patch(args: &GenerateArgs, prompt: Option<String>) -> RecipePatch {
+    RecipePatch {
+        model: args.model.as_ref().map(|m| m.display().to_string()),
+        prompt,
+        negative_prompt: args.negative.clone(),
+        sampler: args.sampler.map(|c| c.kind),
+        // check_args has refused a sampler name and --schedule that disagree.
+        schedule: schedule_of(args).ok().flatten(),
+        timestep_spacing: args.timestep_spacing,
+        steps: args.steps,
+        cfg: args.cfg,
+        seed: args.seed,
+        width: args.width,
+        height: args.height,
+        batch_size: args.batch,
+        clip_skip: args.clip_skip,
+        guidance_rescale: args.guidance_rescale,
+    }
 }
 
 /// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
@@ -304,67 +409,33 @@ pub fn random_seed() -> Result<u64> {
     Ok(u64::from(v))
 }
 
-/// The schedule the flags ask for: `--schedule`, or the one the sampler's name implies.
-pub fn schedule_of(args: &GenerateArgs) -> std::result::Result<Schedule, RecipeError> {
-    match args.sampler {
-        Some(choice) => choice
-            .schedule_with(args.schedule)
-            .map_err(|e| RecipeError::Sampler(e.to_string())),
-        None => Ok(args.schedule.unwrap_or_default()),
+/// What the flags add to a recipe beyond the layered fields: `--lora` and `--vae`.
+pub fn with_model_extras(mut recipe: Recipe, args: &GenerateArgs) -> Recipe {
+    recipe.loras = args.loras.clone();
+    recipe.vae = args.vae.as_ref().map(|p| p.display().to_string());
+    recipe
+}
+
+/// The settings of a `--from` image, with its warnings printed.
+fn read_from(path: &Path, sampler_given: bool) -> Result<(RecipePatch, ImageParameters)> {
+    let (params, warnings) = metadata::read_png(path)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
     }
+    if let (Some(n), Some(i)) = (params.batch_size, params.index) {
+        if n > 1 {
+            eprintln!(
+                "note: {} was image {i} of a batch of {n} drawn from one seed; easel now renders \
+                 each image alone, so this one will differ",
+                path.display()
+            );
+        }
+    }
+    let patch = params.to_patch(sampler_given)?;
+    Ok((patch, params))
 }
 
-/// The full recipe once the model's defaults are known.
-pub fn build_recipe(
-    args: &GenerateArgs,
-    prompt: String,
-    seed: u64,
-    defaults: &ModelDefaults,
-    device: &str,
-    dtype: &str,
-) -> std::result::Result<Recipe, RecipeError> {
-    let side = |given: Option<u32>, default: i64| {
-        given.unwrap_or_else(|| u32::try_from(default).unwrap_or(0))
-    };
-    let recipe = Recipe {
-        schema_version: SCHEMA_VERSION,
-        model: args
-            .model
-            .as_ref()
-            .map(|m| m.display().to_string())
-            .unwrap_or_default(),
-        prompt,
-        negative_prompt: args.negative.clone().unwrap_or_default(),
-        sampler: args
-            .sampler
-            .map(|c| c.kind)
-            .unwrap_or(recipe::DEFAULT_SAMPLER),
-        schedule: schedule_of(args)?,
-        timestep_spacing: args.timestep_spacing,
-        steps: args.steps.unwrap_or(recipe::DEFAULT_STEPS),
-        cfg: args.cfg.unwrap_or(recipe::DEFAULT_CFG),
-        seed,
-        width: side(args.width, defaults.width),
-        height: side(args.height, defaults.height),
-        batch_size: args.batch.unwrap_or(1),
-        index: 0,
-        device: device.to_string(),
-        dtype: dtype.to_string(),
-        clip_skip: args.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
-        guidance_rescale: args.guidance_rescale.unwrap_or(0.0),
-        loras: args.loras.clone(),
-        vae: args.vae.as_ref().map(|p| p.display().to_string()),
-    };
-    recipe.validate()?;
-    Ok(recipe)
-}
-
-fn cancelled() -> ExitCode {
-    eprintln!("cancelled: no image written");
-    ExitCode::from(CANCELLED_EXIT)
-}
-
-pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
+pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     check_args(&args)?;
     let prompt = {
         if args.prompt.as_deref() == Some("-") && std::io::stdin().is_terminal() {
@@ -372,106 +443,340 @@ pub fn run(mut args: GenerateArgs) -> Result<ExitCode> {
         }
         resolve_prompt(args.prompt.as_deref(), &mut std::io::stdin().lock())?
     };
-    // Presets (src/presets): layered under the flags given here.
-    let prompt = super::preset::apply_to_generate(&mut args, prompt)?;
-    let model = args.model.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "no model: pass --model DIR (a diffusers folder), or a --preset that names one"
-        )
-    })?;
-    check_model_dir(&model)?;
+
+    // Layers, later ones winning: (model defaults, filled in per job) < --from < presets <
+    // flags; presets style the prompt rather than replace it (src/presets).
+    let from = match &args.from {
+        Some(path) => Some(read_from(path, args.sampler.is_some())?),
+        None => None,
+    };
+    let below = from.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+    let patch = super::preset::apply_presets(
+        &args.presets,
+        &below,
+        &flags_patch(&args, prompt),
+        args.json,
+    )?;
+
+    if patch.prompt.is_none() {
+        bail!(
+            "no prompt: give one as the first argument, `-` to read it from standard input, \
+             \"\" for none, or --from IMAGE.png"
+        );
+    }
+    if patch.model.is_none() {
+        bail!(
+            "no model: pass --model DIR (a diffusers folder), or --from IMAGE.png or a --preset \
+             that names one"
+        );
+    }
+    check_patch(&patch)?;
+    let wildcards_apply = from
+        .as_ref()
+        .is_none_or(|(from_patch, _)| from_patch.prompt != patch.prompt);
+    let request = plan::Request {
+        count: patch.batch_size.unwrap_or(1),
+        seed: match patch.seed {
+            Some(s) => s,
+            None => random_seed()?,
+        },
+        variation: variation(&args),
+        vary_seed: args.vary_seed,
+        wildcards: wildcards_apply,
+    };
+    let wildcard_dir = Paths::discover()
+        .map(|p| p.wildcards())
+        .unwrap_or_else(|_| PathBuf::from("wildcards"));
+    let plan = plan::build(&patch, &request, &mut Wildcards::new(&wildcard_dir))?;
+    // Jobs sharing a model and LoRA set (prompt tags may differ per job) share one load.
+    let lora_dir = Paths::discover().ok().map(|p| p.loras());
+    let mut groups: Vec<(String, Vec<LoraSpec>, Vec<&plan::Job>)> = Vec::new();
+    for job in &plan.jobs {
+        let prompt = job.patch.prompt.as_deref().unwrap_or_default();
+        let loras = resolve_loras(&args.loras, prompt, lora_dir.as_deref())?;
+        match groups
+            .iter_mut()
+            .find(|(m, l, _)| m == job.model() && *l == loras)
+        {
+            Some((_, _, jobs)) => jobs.push(job),
+            None => {
+                check_model_dir(Path::new(job.model()))?;
+                groups.push((job.model().to_string(), loras, vec![job]));
+            }
+        }
+    }
     let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
-    let seed = match args.seed {
-        Some(s) => s,
-        None => random_seed()?,
-    };
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
-
-    let start = Instant::now();
-    let device = args.device.resolve()?;
-    let kind = args.dtype.resolve(device);
-    eprintln!(
-        "loading {} on {} ({})",
-        model.display(),
-        device_name(device),
-        kind_name(kind)
-    );
-    let lora_dir = crate::paths::Paths::discover().ok().map(|p| p.loras());
-    let options = LoadOptions {
-        loras: resolve_loras(&args.loras, &prompt, lora_dir.as_deref())?,
-        vae: args.vae.clone(),
-        config: args.model_config.clone(),
-    };
-    let sd = StableDiffusion::load_with(&model, device, kind, &options)
-        .with_context(|| format!("cannot load the model {}", model.display()))?;
-    let load_s = start.elapsed().as_secs_f64();
-    let recipe = build_recipe(
-        &args,
-        prompt,
-        seed,
-        &sd.defaults(),
-        &device_name(sd.device()),
-        kind_name(sd.kind()),
-    )?;
-    if !args.json {
-        eprintln!(
-            "seed {}, {}x{}, {} steps, {}",
-            recipe.seed,
-            recipe.width,
-            recipe.height,
-            recipe.steps,
-            crate::engine::schedulers::display_name(recipe.sampler, recipe.schedule)
-        );
-    }
-    if cancel.load(Ordering::SeqCst) {
-        return Ok(cancelled());
-    }
-
-    let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-    let request = TextToImage {
-        embeddings,
-        ..recipe.to_request()
-    };
-    let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
-    reporter.finish();
-    let output = match result {
-        Err(EngineError::Cancelled) => return Ok(cancelled()),
-        other => other.context("the render failed")?,
-    };
-    let total_s = start.elapsed().as_secs_f64();
-    if output.images.len() != recipe.batch_size as usize {
-        bail!(
-            "the engine returned {} images for a batch of {}",
-            output.images.len(),
-            recipe.batch_size
-        );
-    }
-
-    let timings = TimingReport::new(load_s, &output.timings, recipe.steps, total_s);
-    let stamp = naming::stamp(chrono::Local::now());
-    let model_name = model_name(&model);
-    for (index, image) in (0u32..).zip(&output.images) {
-        if cancel.load(Ordering::SeqCst) {
-            return Ok(cancelled());
+    let history = match Paths::discover() {
+        Ok(p) => Some(p.history()),
+        Err(e) => {
+            eprintln!("warning: images will not be recorded in the history: {e}");
+            None
         }
-        let image_recipe = recipe.for_image(index);
-        let path = save_png(&target, &stamp, &image_recipe, &model_name, image)?;
-        if args.json {
-            let report = ImageReport {
-                path: path.display().to_string(),
-                seed: recipe.seed,
-                index,
-                width: image.width,
-                height: image.height,
-                timings: timings.clone(),
+    };
+    let mut run = Run {
+        args: &args,
+        target,
+        stamp: naming::stamp(chrono::Local::now()),
+        history,
+        total: plan.jobs.len(),
+        written: 0,
+        has_sheet: plan.sheet.is_some(),
+        images: vec![
+            None;
+            if plan.sheet.is_some() {
+                plan.jobs.len()
+            } else {
+                0
+            }
+        ],
+        paths: vec![None; plan.jobs.len()],
+        first_seed: None,
+        start: Instant::now(),
+        from: from.map(|(_, params)| params),
+        embeddings,
+    };
+    for (model, loras, jobs) in groups {
+        if run.render_model(&model, loras, &jobs, cancel)? == Flow::Cancelled {
+            return Ok(cancelled(run.written));
+        }
+    }
+    if let Some(sheet) = &plan.sheet {
+        run.write_sheet(sheet)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn variation(args: &GenerateArgs) -> plan::Variation {
+    if args.prompt_matrix {
+        plan::Variation::Matrix
+    } else if args.grid_x.is_some() || args.grid_y.is_some() {
+        plan::Variation::Grid {
+            x: args.grid_x.clone(),
+            y: args.grid_y.clone(),
+        }
+    } else {
+        plan::Variation::Sweep
+    }
+}
+
+fn cancelled(written: usize) -> ExitCode {
+    if written == 0 {
+        eprintln!("cancelled: no image written");
+    } else {
+        eprintln!("cancelled: {written} finished image(s) kept, the rest skipped");
+    }
+    ExitCode::from(CANCELLED_EXIT)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Cancelled,
+}
+
+/// The state of one `easel generate` while it renders.
+struct Run<'a> {
+    args: &'a GenerateArgs,
+    target: OutputTarget,
+    stamp: String,
+    history: Option<PathBuf>,
+    total: usize,
+    has_sheet: bool,
+    written: usize,
+    first_seed: Option<u64>,
+    /// Kept for the contact sheet (empty when there is none).
+    images: Vec<Option<Image>>,
+    paths: Vec<Option<PathBuf>>,
+    start: Instant,
+    from: Option<ImageParameters>,
+    /// Textual-inversion folders the prompts may use.
+    embeddings: Vec<PathBuf>,
+}
+
+impl Run<'_> {
+    fn render_model(
+        &mut self,
+        model: &str,
+        loras: Vec<LoraSpec>,
+        jobs: &[&plan::Job],
+        cancel: &AtomicBool,
+    ) -> Result<Flow> {
+        let load_start = Instant::now();
+        let device = self.args.device.resolve()?;
+        let kind = self.args.dtype.resolve(device);
+        eprintln!(
+            "loading {model} on {} ({})",
+            device_name(device),
+            kind_name(kind)
+        );
+        let dir = Path::new(model);
+        let options = LoadOptions {
+            loras,
+            vae: self.args.vae.clone(),
+            config: self.args.model_config.clone(),
+        };
+        let sd = StableDiffusion::load_with(dir, device, kind, &options)
+            .with_context(|| format!("cannot load the model {model}"))?;
+        let load_s = load_start.elapsed().as_secs_f64();
+        let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
+        if let Some(from) = self.from.take() {
+            let (d, t) = (from.device.as_deref(), from.dtype.as_deref());
+            if d.is_some_and(|d| d != device) || t.is_some_and(|t| t != dtype) {
+                eprintln!(
+                    "note: {} was rendered on {} ({}); on {device} ({dtype}) pixels may differ slightly",
+                    from.origin,
+                    d.unwrap_or("?"),
+                    t.unwrap_or("?")
+                );
+            }
+        }
+        let name = model_name(dir);
+        for job in jobs {
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(Flow::Cancelled);
+            }
+            let recipe = with_model_extras(job.recipe(&sd.defaults(), &device, dtype)?, self.args);
+            if !self.args.json {
+                let counter = if self.total > 1 {
+                    format!("[{}/{}] ", job.number + 1, self.total)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "{counter}seed {}, {}x{}, {} steps, {}, cfg {}",
+                    recipe.seed,
+                    recipe.width,
+                    recipe.height,
+                    recipe.steps,
+                    crate::engine::schedulers::display_name(recipe.sampler, recipe.schedule),
+                    recipe.cfg
+                );
+            }
+            let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
+            let request = TextToImage {
+                embeddings: self.embeddings.clone(),
+                ..recipe.to_request()
             };
-            println!("{}", serde_json::to_string(&report)?);
+            let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
+            reporter.finish();
+            let output = match result {
+                Err(EngineError::Cancelled) => return Ok(Flow::Cancelled),
+                other => other.context("the render failed")?,
+            };
+            let Some(image) = output.images.into_iter().next() else {
+                bail!("the engine returned no image");
+            };
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(Flow::Cancelled);
+            }
+            let path = save_png(
+                &self.job_target(job.number),
+                &self.stamp,
+                &recipe,
+                &name,
+                &image,
+            )?;
+            self.written += 1;
+            self.record(&path, &recipe);
+            let total_s = self.start.elapsed().as_secs_f64();
+            if self.args.json {
+                let report = ImageReport {
+                    path: path.display().to_string(),
+                    seed: recipe.seed,
+                    index: u32::try_from(job.number).unwrap_or(u32::MAX),
+                    width: image.width,
+                    height: image.height,
+                    timings: TimingReport::new(load_s, &output.timings, recipe.steps, total_s),
+                };
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{}", path.display());
+            }
+            self.paths[job.number] = Some(path);
+            if job.number == 0 {
+                self.first_seed = Some(recipe.seed);
+            }
+            if let Some(slot) = self.images.get_mut(job.number) {
+                *slot = Some(image);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Where image `number` goes: a lone image to --out itself; several to name-1.png, ...
+    /// (the contact sheet then takes name.png); a folder names files itself.
+    fn job_target(&self, number: usize) -> OutputTarget {
+        match &self.target {
+            OutputTarget::File(base) if self.total > 1 || self.has_sheet => {
+                let n = u32::try_from(number).unwrap_or(u32::MAX);
+                let total = u32::try_from(self.total).unwrap_or(u32::MAX);
+                // At least 2, so names are always suffixed when a contact sheet takes name.png.
+                OutputTarget::File(naming::file_for_index(base, n, total.max(2)))
+            }
+            other => other.clone(),
+        }
+    }
+
+    fn record(&self, path: &Path, recipe: &Recipe) {
+        let Some(history) = &self.history else {
+            return;
+        };
+        let entry = history::Entry::new(chrono::Local::now(), path, recipe);
+        if let Err(e) = history::record(history, &entry) {
+            eprintln!(
+                "warning: cannot record {} in the history {}: {e}",
+                path.display(),
+                history.display()
+            );
+        }
+    }
+
+    fn write_sheet(&self, layout: &plan::SheetPlan) -> Result<()> {
+        let cells: Vec<&Image> = self.images.iter().flatten().collect();
+        let image = contact_sheet::draw(&contact_sheet::Sheet {
+            columns: layout.columns,
+            rows: layout.rows,
+            cells,
+            column_labels: layout.column_labels.clone(),
+            row_labels: layout.row_labels.clone(),
+        })?;
+        let cell_names: Vec<String> = self
+            .paths
+            .iter()
+            .flatten()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let note = serde_json::json!({
+            "kind": layout.kind.name(),
+            "columns": layout.columns,
+            "rows": layout.rows,
+            "cells": cell_names,
+        });
+        let seed = self.first_seed.unwrap_or_default();
+        let path = sheet::save(&self.target, &self.stamp, seed, layout.kind, &image, &note)?;
+        if self.args.json {
+            let report = serde_json::json!({
+                "sheet": path.display().to_string(),
+                "kind": layout.kind.name(),
+                "columns": layout.columns,
+                "rows": layout.rows,
+                "width": image.width,
+                "height": image.height,
+                "cells": self.paths.iter().flatten().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            });
+            println!("{report}");
         } else {
             println!("{}", path.display());
         }
+        Ok(())
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -512,11 +817,18 @@ mod tests {
             "cuda:1",
             "--dtype",
             "bf16",
+            "--grid-x",
+            "cfg=4,7",
+            "--from",
+            "x.png",
         ])
         .unwrap();
         assert_eq!(a.sampler, Some(SamplerKind::EulerAncestral.into()));
         assert_eq!(a.device, DeviceChoice::Cuda(1));
         assert_eq!(a.dtype, DtypeChoice::Bf16);
+        assert_eq!(a.grid_x.unwrap().values.len(), 2);
+        assert_eq!(a.from.as_deref(), Some(Path::new("x.png")));
+        assert!(Wrap::try_parse_from(["easel", "--from", "x.png"]).is_ok());
     }
 
     #[test]
@@ -537,17 +849,20 @@ mod tests {
             &["--dtype", "int8"],
             &["--steps", "-1"],
             &["--width", "x"],
+            &["--grid-x", "colour=1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
         let err = parse(&["--sampler", "dpm9"]).unwrap_err().to_string();
         assert!(err.contains("ddim, euler, euler_a"), "{err}");
-        // A preset may name the model, so its absence is refused later, by run().
-        assert!(Wrap::try_parse_from(["easel", "a fox"])
-            .unwrap()
-            .args
-            .model
-            .is_none());
+        let err = parse(&["--grid-y", "steps=0"]).unwrap_err().to_string();
+        assert!(err.contains("steps must be between"), "{err}");
+        let err = check_patch(&RecipePatch {
+            steps: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("steps"), "{err}");
     }
 
     #[test]
@@ -580,55 +895,47 @@ mod tests {
             err.contains("nope.safetensors") && err.contains("--lora"),
             "{err}"
         );
-        let r = build_recipe(
-            &a,
-            "a fox".into(),
-            1,
-            &ModelDefaults {
-                width: 64,
-                height: 64,
+        let job = plan::Job {
+            number: 0,
+            patch: RecipePatch {
+                model: Some("m".into()),
+                prompt: Some("a fox".into()),
+                ..Default::default()
             },
-            "cpu",
-            "fp32",
-        )
-        .unwrap();
+            prompt_template: None,
+        };
+        let defaults = crate::engine::pipeline::ModelDefaults {
+            width: 64,
+            height: 64,
+            steps: recipe::DEFAULT_STEPS,
+            cfg: recipe::DEFAULT_CFG,
+        };
+        let r = with_model_extras(job.recipe(&defaults, "cpu", "fp32").unwrap(), &a);
         assert_eq!(r.loras, a.loras);
         assert!(Recipe::from_json(&r.to_json()).unwrap().loras == a.loras);
     }
 
     #[test]
     fn schedules_and_spacing_from_flags_or_sampler_names() {
-        let defaults = ModelDefaults {
-            width: 64,
-            height: 64,
-        };
-        let recipe = |extra: &[&str]| {
-            build_recipe(
-                &parse(extra).unwrap(),
-                "a fox".into(),
-                1,
-                &defaults,
-                "cpu",
-                "fp32",
-            )
-        };
-        let r = recipe(&["--sampler", "DPM++ 2M Karras"]).unwrap();
+        let patch = |extra: &[&str]| flags_patch(&parse(extra).unwrap(), None);
+        let p = patch(&["--sampler", "DPM++ 2M Karras"]);
         assert_eq!(
-            (r.sampler, r.schedule),
-            (SamplerKind::DpmPP2M, Schedule::Karras)
+            (p.sampler, p.schedule),
+            (Some(SamplerKind::DpmPP2M), Some(Schedule::Karras))
         );
-        let r = recipe(&[
+        let p = patch(&[
             "--sampler",
             "dpmpp_2m_sde",
             "--schedule",
             "exponential",
             "--timestep-spacing",
             "trailing",
-        ])
-        .unwrap();
-        assert_eq!(r.schedule, Schedule::Exponential);
-        assert_eq!(r.timestep_spacing, Some(TimestepSpacing::Trailing));
-        assert_eq!(recipe(&[]).unwrap().schedule, Schedule::Default);
+        ]);
+        assert_eq!(p.schedule, Some(Schedule::Exponential));
+        assert_eq!(p.timestep_spacing, Some(TimestepSpacing::Trailing));
+        // Nothing said: lower layers (presets, --from) or the model decide.
+        let p = patch(&["--sampler", "dpmpp_2m"]);
+        assert_eq!((p.schedule, p.timestep_spacing), (None, None));
         let clash = check(&["--sampler", "DPM++ 2M Karras", "--schedule", "beta"]);
         assert!(clash.contains("implies the karras schedule"), "{clash}");
         assert!(parse(&["--schedule", "polyexponential"]).is_err());
@@ -638,35 +945,51 @@ mod tests {
     #[test]
     fn prompt_from_argument_or_stdin() {
         let mut empty = std::io::empty();
-        assert_eq!(resolve_prompt(Some("a fox"), &mut empty).unwrap(), "a fox");
+        assert_eq!(
+            resolve_prompt(Some("a fox"), &mut empty)
+                .unwrap()
+                .as_deref(),
+            Some("a fox")
+        );
         let mut input = "a fox\nin snow\r\n\n".as_bytes();
         assert_eq!(
-            resolve_prompt(Some("-"), &mut input).unwrap(),
-            "a fox\nin snow"
+            resolve_prompt(Some("-"), &mut input).unwrap().as_deref(),
+            Some("a fox\nin snow")
         );
-        let err = resolve_prompt(None, &mut empty).unwrap_err().to_string();
-        assert!(err.contains("no prompt"), "{err}");
+        assert_eq!(resolve_prompt(None, &mut empty).unwrap(), None);
     }
 
     #[test]
-    fn recipe_takes_model_defaults_unless_given() {
-        let defaults = ModelDefaults {
-            width: 768,
-            height: 512,
+    fn flags_are_the_top_layer() {
+        let a = parse(&[
+            "--seed", "9", "--height", "640", "-n", "blur", "--batch", "3",
+        ])
+        .unwrap();
+        let flags = flags_patch(&a, Some("a fox".into()));
+        let mut from = RecipePatch {
+            model: Some("old".into()),
+            prompt: Some("old prompt".into()),
+            steps: Some(30),
+            seed: Some(1),
+            ..Default::default()
         };
-        let a = parse(&["--seed", "9", "--height", "640", "-n", "blur"]).unwrap();
-        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
-        assert_eq!((r.width, r.height), (768, 640));
-        assert_eq!((r.steps, r.cfg, r.seed), (20, 7.5, 9));
-        assert_eq!((r.batch_size, r.index), (1, 0));
-        assert_eq!(r.negative_prompt, "blur");
-        assert_eq!(r.sampler, recipe::DEFAULT_SAMPLER);
-        assert_eq!(r.model, "m");
-        assert_eq!(r.schema_version, SCHEMA_VERSION);
-        assert_eq!((r.clip_skip, r.guidance_rescale), (1, 0.0));
+        from.layer(&flags);
+        assert_eq!(from.model.as_deref(), Some("m"));
+        assert_eq!(from.prompt.as_deref(), Some("a fox"));
+        assert_eq!(from.negative_prompt.as_deref(), Some("blur"));
+        assert_eq!(
+            (from.steps, from.seed, from.height),
+            (Some(30), Some(9), Some(640))
+        );
+        assert_eq!(from.batch_size, Some(3));
+        assert_eq!(from.width, None);
+        assert_eq!((from.clip_skip, from.guidance_rescale), (None, None));
         let a = parse(&["--clip-skip", "2", "--guidance-rescale", "0.7"]).unwrap();
-        let r = build_recipe(&a, "a fox".into(), 9, &defaults, "cpu", "fp32").unwrap();
-        assert_eq!((r.clip_skip, r.guidance_rescale), (2, 0.7));
+        let flags = flags_patch(&a, None);
+        assert_eq!(
+            (flags.clip_skip, flags.guidance_rescale),
+            (Some(2), Some(0.7))
+        );
     }
 
     #[test]

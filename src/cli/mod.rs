@@ -1,9 +1,13 @@
 //! The command line: clap definitions and dispatch. Errors leave as anyhow at this edge.
 pub mod generate;
+pub mod history;
+pub mod info;
 pub mod interrupt;
+pub mod plan;
 pub mod preset;
 pub mod progress;
 pub mod report;
+pub mod sheet;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
@@ -25,6 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Render images from a prompt and write them as PNGs that carry their recipe.
     Generate(Box<generate::GenerateArgs>),
+    /// Print the recipe a PNG carries (made by easel, AUTOMATIC1111 or stable-diffusion.cpp).
+    Info(info::InfoArgs),
+    /// List generated images, newest first.
+    History(history::HistoryArgs),
     /// Named, stackable recipes: list, show, save, edit, rm, rename, export, import.
     Preset(preset::PresetArgs),
 }
@@ -49,6 +57,8 @@ where
     };
     match cli.command {
         Some(Command::Generate(args)) => generate::run(*args),
+        Some(Command::Info(args)) => info::run(args),
+        Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),
         None => {
             // The TUI will live here; until then, show what there is.

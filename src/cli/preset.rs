@@ -173,7 +173,8 @@ pub struct SaveArgs {
     pub name: String,
     #[command(flatten)]
     pub recipe: RecipeFlags,
-    /// Start from the recipe in an easel PNG; flags given here win over it.
+    /// Start from the recipe in a PNG made by easel, AUTOMATIC1111 or stable-diffusion.cpp;
+    /// flags given here win over it.
     #[arg(long, value_name = "IMAGE.png")]
     pub from: Option<PathBuf>,
     /// A line saying what the preset is for.
@@ -379,13 +380,8 @@ fn save(store: &PresetStore, args: SaveArgs) -> Result<ExitCode> {
     check_name(&args.name)?;
     let mut patch = RecipePatch::default();
     if let Some(image) = &args.from {
-        let recipe = crate::output::png::read_recipe(image)?.ok_or_else(|| {
-            anyhow!(
-                "{} carries no easel recipe: only PNGs made by easel can be saved as presets this way",
-                image.display()
-            )
-        })?;
-        patch = RecipePatch::from_recipe(&recipe);
+        // easel's recipe, or AUTOMATIC1111's / stable-diffusion.cpp's `parameters` text.
+        patch = crate::metadata::recipe_patch_from_png(image)?;
     }
     patch.layer(&args.recipe.to_patch());
     check_patch(&patch)?;
@@ -719,9 +715,7 @@ pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<Stri
         negative_prompt: args.negative.clone(),
         sampler: args.sampler.map(|c| c.kind),
         // check_args has refused a sampler name and --schedule that disagree.
-        schedule: crate::cli::generate::schedule_of(args)
-            .ok()
-            .filter(|_| args.sampler.is_some() || args.schedule.is_some()),
+        schedule: crate::cli::generate::schedule_of(args).ok().flatten(),
         timestep_spacing: args.timestep_spacing,
         steps: args.steps,
         cfg: args.cfg,

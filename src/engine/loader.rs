@@ -17,8 +17,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// The pipelines whose folders easel can load (model_index.json's `_class_name`).
-const SUPPORTED_PIPELINES: &[&str] = &["StableDiffusionPipeline"];
+use super::family::SUPPORTED_PIPELINES;
 
 /// A diffusers pipeline folder, checked for the components a text-to-image render needs.
 #[derive(Debug, Clone)]

@@ -2,11 +2,13 @@
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod family;
 pub mod loader;
 pub mod lora;
 pub mod models;
 pub mod nn;
 pub mod pipeline;
+pub mod pipeline_sdxl;
 pub mod preview;
 pub mod prompt;
 pub mod random;

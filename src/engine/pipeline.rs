@@ -2,6 +2,8 @@
 //! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
 use super::checkpoint::Version;
 use super::error::{EngineError, Result};
+pub use super::family::ModelDefaults;
+use super::family::{Family, ModelInfo};
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
@@ -11,6 +13,7 @@ use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
+use super::pipeline_sdxl::{SdxlConditioning, SdxlText};
 use super::preview::latent_preview;
 use super::prompt::{PromptEncoder, TextualInversions};
 use super::random::SeededNoise;
@@ -84,13 +87,6 @@ pub struct Output {
     pub timings: Timings,
 }
 
-/// Defaults a model's configs imply.
-#[derive(Debug, Clone)]
-pub struct ModelDefaults {
-    pub width: i64,
-    pub height: i64,
-}
-
 /// What a load takes besides the model: LoRAs fused into the weights, a replacement VAE, and
 /// for single-file checkpoints a diffusers folder whose configs replace the embedded ones.
 #[derive(Debug, Clone, Default)]
@@ -117,6 +113,9 @@ pub struct StableDiffusion {
     /// An fp32 copy of the VAE, loaded the first time a half-precision decode overflows.
     vae_fp32: OnceLock<AutoencoderKl>,
     scheduler_config: SchedulerConfig,
+    info: ModelInfo,
+    /// SDXL's second text encoder; None for SD 1.x/2.x.
+    sdxl: Option<SdxlText>,
 }
 
 impl StableDiffusion {
@@ -142,7 +141,13 @@ impl StableDiffusion {
                 )));
             }
         }
-        let tokenizer = source.tokenizer("tokenizer", "<|endoftext|>")?;
+        let info = ModelInfo::from_source(&source)?;
+        // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
+        let pad = match info.family {
+            Family::Sd2 => "!",
+            Family::Sd1 | Family::Sdxl => "<|endoftext|>",
+        };
+        let tokenizer = source.tokenizer("tokenizer", pad)?;
         let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
         loras.check_components(&["unet", "text_encoder"])?;
 
@@ -152,6 +157,13 @@ impl StableDiffusion {
             source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
         let text_encoder =
             load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
+        let sdxl = match (&source, info.family) {
+            (ModelSource::Folder(folder), Family::Sdxl) => {
+                Some(SdxlText::load(folder, device, kind, &mut mismatches)?)
+            }
+            // Single-file SDXL checkpoints are refused above.
+            _ => None,
+        };
         let unet_config: UNetConfig = source.config("unet", "config.json", |c: &UNetConfig| {
             c.layout().map(|_| ())
         })?;
@@ -197,7 +209,14 @@ impl StableDiffusion {
             vae_config,
             vae_fp32: OnceLock::new(),
             scheduler_config,
+            info,
+            sdxl,
         })
+    }
+
+    /// What the model is (family, prediction type, inpainting, turbo).
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     /// The LoRAs fused into the weights now.
@@ -258,20 +277,11 @@ impl StableDiffusion {
         self.vae_config.latent_scale_factor()
     }
 
-    /// The native size: the UNet's sample size times the latent scale factor.
+    /// The native size (the UNet's sample size times the latent scale factor), and the steps
+    /// and guidance the model family renders well with.
     pub fn defaults(&self) -> ModelDefaults {
-        use super::models::unet_config::PerBlock;
-        let factor = self.latent_scale_factor();
-        // A config without sample_size gets SD 1.x's 64 latent pixels.
-        let (h, w) = match &self.unet_config.sample_size {
-            Some(PerBlock::One(s)) => (*s, *s),
-            Some(PerBlock::Each(v)) if v.len() == 2 => (v[0], v[1]),
-            _ => (64, 64),
-        };
-        ModelDefaults {
-            width: w * factor,
-            height: h * factor,
-        }
+        self.info
+            .defaults(&self.unet_config, self.latent_scale_factor())
     }
 
     /// Sizes must be multiples of 8 (as diffusers requires) and of the latent scale factor.
@@ -297,6 +307,7 @@ impl StableDiffusion {
     ) -> Result<Output> {
         let _guard = tch::no_grad_guard();
         self.check_size(request.width, request.height)?;
+        self.info.check_text_to_image()?;
         if request.batch_size < 1 {
             return Err(EngineError::Invalid(
                 "the batch size must be at least 1".into(),
@@ -316,11 +327,35 @@ impl StableDiffusion {
                     .to_kind(self.kind)
                     .to_device(self.device)
             }),
+            ..UNetConditioning::default()
         };
         let guided = request.guidance_scale > 1.0 && conditioning.timestep_cond.is_none();
 
         let started = Instant::now();
-        let context = self.encode_prompts(request, guided)?;
+        let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
+            if request.clip_skip > 1 || !request.embeddings.is_empty() {
+                return Err(EngineError::Invalid(
+                    "clip skip and textual-inversion embeddings are not supported for SDXL models yet: leave them out".into(),
+                ));
+            }
+            let SdxlConditioning { context, added } = sdxl.condition(
+                &self.tokenizer,
+                &self.text_encoder,
+                &request.prompt,
+                &request.negative_prompt,
+                guided,
+                batch,
+                request.height,
+                request.width,
+            )?;
+            let added = UNetConditioning {
+                timestep_cond: conditioning.timestep_cond,
+                ..added
+            };
+            (context, added)
+        } else {
+            (self.encode_prompts(request, guided)?, conditioning)
+        };
         self.synchronize();
         let encode_s = started.elapsed().as_secs_f64();
 
@@ -423,9 +458,8 @@ impl StableDiffusion {
     /// (NaN or inf) decodes again in fp32.
     fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let scaled = self.vae.unscale_latents(latents);
-        let mut image = self.vae.decode(&scaled)?;
-        if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
-            let vae = match self.vae_fp32.get() {
+        let fp32_vae = || -> Result<&AutoencoderKl> {
+            Ok(match self.vae_fp32.get() {
                 Some(vae) => vae,
                 None => {
                     let vae = load_vae(
@@ -437,13 +471,19 @@ impl StableDiffusion {
                     )?;
                     self.vae_fp32.get_or_init(|| vae)
                 }
-            };
-            image = vae.decode(&scaled.to_kind(Kind::Float))?;
+            })
+        };
+        // diffusers' SDXL pipeline upcasts an fp16 VAE whose config says force_upcast (SDXL's
+        // overflows in fp16); its SD 1.x/2.x pipeline does not.
+        if self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast {
+            let image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+            return Ok(to_unit_nhwc(&image));
         }
-        Ok((image.to_kind(Kind::Float) / 2.0 + 0.5)
-            .clamp(0.0, 1.0)
-            .permute([0, 2, 3, 1])
-            .to_device(Device::Cpu))
+        let mut image = self.vae.decode(&scaled)?;
+        if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
+            image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+        }
+        Ok(to_unit_nhwc(&image))
     }
 
     fn synchronize(&self) {
@@ -451,6 +491,14 @@ impl StableDiffusion {
             tch::Cuda::synchronize(n as i64);
         }
     }
+}
+
+/// Decoder output in [-1, 1] (NCHW) to floats in [0, 1], NHWC, on the CPU.
+fn to_unit_nhwc(image: &Tensor) -> Tensor {
+    (image.to_kind(Kind::Float) / 2.0 + 0.5)
+        .clamp(0.0, 1.0)
+        .permute([0, 2, 3, 1])
+        .to_device(Device::Cpu)
 }
 
 /// diffusers' `rescale_noise_cfg` (Lin et al. 2023, 3.4): the guided prediction rescaled to the

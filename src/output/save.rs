@@ -83,6 +83,7 @@ mod tests {
             dtype: "fp32".into(),
             clip_skip: 1,
             guidance_rescale: 0.0,
+            prompt_template: None,
             loras: Vec::new(),
             vae: None,
         }

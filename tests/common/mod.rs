@@ -16,6 +16,93 @@ pub fn tiny_sd1() -> PathBuf {
     fixtures().join("tiny-sd1")
 }
 
+/// The per-user cache: $EASEL_CACHE, else $XDG_CACHE_HOME/easel, else ~/.cache/easel (as
+/// scripts/lib/common.sh finds it).
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EASEL_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
+    base.join("easel")
+}
+
+/// The version suffix of the tiny family models' folder: scripts/fixtures/families.py's
+/// `VERSION`, bumped whenever its builders change so that stale caches are not reused.
+pub fn families_version() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/fixtures/families.py");
+    let text = std::fs::read_to_string(&script).expect("scripts/fixtures/families.py is readable");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION = \"")?
+                .strip_suffix('"')
+                .map(String::from)
+        })
+        .expect("families.py sets VERSION")
+}
+
+/// A generated model that is too big to commit, made on first use into the per-user cache by
+/// scripts/make-fixtures from fixed seeds (scripts/test makes them before cargo test):
+/// "sd15-shapes", "sdxl-shapes", or one of the tiny family models "tiny-sd2", "tiny-sdxl",
+/// "tiny-sdxl-turbo", "tiny-sd1-inpaint". An environment variable EASEL_<NAME>_DIR (upper case,
+/// dashes as underscores; EASEL_REAL_SHAPES_DIR for sd15-shapes) overrides the folder.
+pub fn cached_fixture(name: &str) -> PathBuf {
+    // Tests of one binary run in parallel threads: make each folder once.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let fixtures = cache_dir().join("fixtures");
+    let (env, part, flag, make_dir, dir) = match name {
+        "sd15-shapes" => {
+            let dir = fixtures.join(name);
+            (
+                "EASEL_REAL_SHAPES_DIR".to_string(),
+                "real_shapes",
+                "--real-shapes-dir",
+                dir.clone(),
+                dir,
+            )
+        }
+        "sdxl-shapes" => {
+            let dir = fixtures.join(name);
+            (
+                "EASEL_SDXL_SHAPES_DIR".to_string(),
+                "sdxl_shapes",
+                "--sdxl-shapes-dir",
+                dir.clone(),
+                dir,
+            )
+        }
+        "tiny-sd2" | "tiny-sdxl" | "tiny-sdxl-turbo" | "tiny-sd1-inpaint" => {
+            let root = fixtures.join(format!("families-{}", families_version()));
+            let env = format!("EASEL_{}_DIR", name.to_uppercase().replace('-', "_"));
+            (
+                env,
+                "families",
+                "--families-dir",
+                root.clone(),
+                root.join(name),
+            )
+        }
+        other => panic!("no cached fixture named {other}"),
+    };
+    if let Some(dir) = std::env::var_os(&env) {
+        return PathBuf::from(dir);
+    }
+    let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.join("model_index.json").is_file() {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures");
+        let status = std::process::Command::new(script)
+            .args(["--only", part, flag])
+            .arg(&make_dir)
+            .status()
+            .expect("scripts/make-fixtures runs (scripts/test sets up its Python environment)");
+        assert!(status.success(), "making the {name} fixture failed");
+    }
+    dir
+}
+
 pub fn reference_path(name: &str) -> PathBuf {
     fixtures().join("reference").join(name)
 }

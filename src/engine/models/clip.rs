@@ -311,3 +311,58 @@ impl ClipTextModel {
         Ok(self.token_embedding.forward(&ids))
     }
 }
+
+/// What [`ClipTextModelWithProjection::forward`] computes.
+#[derive(Debug)]
+pub struct ClipProjectedOutput {
+    /// transformers' `text_embeds`: the pooled output through `text_projection`,
+    /// `[batch, projection_dim]`.
+    pub text_embeds: Tensor,
+    /// The text model's outputs, as [`ClipTextModel::forward`] gives them.
+    pub text: ClipOutput,
+}
+
+/// transformers' `CLIPTextModelWithProjection` (SDXL's `text_encoder_2`): the text model plus a
+/// bias-free `text_projection` of the pooled output.
+#[derive(Debug)]
+pub struct ClipTextModelWithProjection {
+    text_model: ClipTextModel,
+    text_projection: Linear,
+}
+
+impl ClipTextModelWithProjection {
+    /// Builds the model from weights named `text_model.*` and `text_projection.weight`.
+    pub fn new(p: &WeightPath, config: &ClipTextConfig) -> Result<Self> {
+        if config.projection_dim <= 0 {
+            return Err(EngineError::Invalid(format!(
+                "the text encoder's projection_dim is {}; it must be positive. The config is damaged: download the model again",
+                config.projection_dim
+            )));
+        }
+        Ok(Self {
+            text_model: ClipTextModel::new(p, config)?,
+            text_projection: Linear::new(
+                &p.pp("text_projection"),
+                config.hidden_size,
+                config.projection_dim,
+                false,
+            ),
+        })
+    }
+
+    pub fn text_model(&self) -> &ClipTextModel {
+        &self.text_model
+    }
+
+    /// The projected pooled embedding and every hidden state, for `input_ids` `[batch, seq]`.
+    pub fn forward(&self, input_ids: &Tensor) -> Result<ClipProjectedOutput> {
+        let text = self.text_model.forward(input_ids)?;
+        let pooled = self
+            .text_model
+            .pooled_output(&text.last_hidden_state, input_ids);
+        Ok(ClipProjectedOutput {
+            text_embeds: self.text_projection.forward(&pooled),
+            text,
+        })
+    }
+}

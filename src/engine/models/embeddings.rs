@@ -21,6 +21,11 @@ impl Timesteps {
         }
     }
 
+    /// The width of the embedding.
+    pub fn num_channels(&self) -> i64 {
+        self.num_channels
+    }
+
     /// `timesteps`: one per batch element, shape [n]. Returns [n, num_channels] in float32.
     pub fn forward(&self, timesteps: &Tensor) -> Tensor {
         const MAX_PERIOD: f64 = 10000.0;

@@ -8,13 +8,40 @@ use crate::engine::nn::{Conv2d, GroupNorm};
 use crate::engine::weights::WeightPath;
 use tch::{Kind, Tensor};
 
-/// Inputs beyond sample, timestep and text that some UNets take. SDXL's `text_embeds` and
-/// `time_ids` (addition_embed_type "text_time") belong here when they are added.
+/// Inputs beyond sample, timestep and text that some UNets take.
 #[derive(Debug, Default)]
 pub struct UNetConditioning {
     /// `timestep_cond` [batch, time_cond_proj_dim]: LCM's guidance-scale embedding. Ignored by
     /// models without `time_cond_proj_dim`, as in diffusers.
     pub timestep_cond: Option<Tensor>,
+    /// SDXL's `text_embeds` [batch, pooled width]: the pooled, projected prompt embedding
+    /// (diffusers' `added_cond_kwargs["text_embeds"]`). Needed by "text_time" UNets only.
+    pub text_embeds: Option<Tensor>,
+    /// SDXL's `time_ids` [batch, ids]: original size, crop corner and target size, (h, w) each.
+    pub time_ids: Option<Tensor>,
+}
+
+/// SDXL's added embedding: each time id through sinusoids, concatenated after the pooled text
+/// embedding, through an MLP; the result is added to the timestep embedding.
+#[derive(Debug)]
+struct AddedTimeConditioning {
+    add_time_proj: Timesteps,
+    add_embedding: TimestepEmbedding,
+    input_dim: i64,
+}
+
+impl AddedTimeConditioning {
+    fn forward(&self, text_embeds: &Tensor, time_ids: &Tensor, kind: Kind) -> Tensor {
+        let batch = text_embeds.size()[0];
+        // diffusers concatenates the float32 sinusoids with the text embeds (promoting to
+        // float32) and only then casts to the embedding's kind.
+        let time_embeds = self
+            .add_time_proj
+            .forward(&time_ids.flatten(0, -1))
+            .reshape([batch, -1]);
+        let added = Tensor::cat(&[text_embeds.to_kind(Kind::Float), time_embeds], -1).to_kind(kind);
+        self.add_embedding.forward(&added, None)
+    }
 }
 
 #[derive(Debug)]
@@ -23,6 +50,7 @@ pub struct UNet2DConditionModel {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     time_embed_act: bool,
+    added_time: Option<AddedTimeConditioning>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<UNetMidBlock2DCrossAttn>,
     up_blocks: Vec<UpBlock>,
@@ -57,6 +85,21 @@ impl UNet2DConditionModel {
             config.time_cond_proj_dim,
             config.timestep_post_act.is_some(),
         );
+        let added_time = layout.added_time.map(|a| AddedTimeConditioning {
+            add_time_proj: Timesteps::new(
+                a.time_embed_dim,
+                config.flip_sin_to_cos,
+                config.freq_shift,
+            ),
+            add_embedding: TimestepEmbedding::new(
+                &p.pp("add_embedding"),
+                a.input_dim,
+                layout.time_embed_dim,
+                None,
+                false,
+            ),
+            input_dim: a.input_dim,
+        });
         let common = BlockCommon {
             temb_channels: layout.time_embed_dim,
             groups: layout.groups,
@@ -125,6 +168,7 @@ impl UNet2DConditionModel {
             time_proj,
             time_embedding,
             time_embed_act: config.time_embedding_act_fn.is_some(),
+            added_time,
             down_blocks,
             mid_block,
             up_blocks,
@@ -177,6 +221,27 @@ impl UNet2DConditionModel {
                 )));
             }
         }
+        if let Some(added) = &self.added_time {
+            let (Some(text), Some(ids)) = (&conditioning.text_embeds, &conditioning.time_ids)
+            else {
+                return Err(EngineError::Invalid(
+                    "this UNet (SDXL-style, addition_embed_type \"text_time\") needs pooled text embeddings and time ids: load the model with its second text encoder (text_encoder_2)".into(),
+                ));
+            };
+            let (t, i) = (text.size(), ids.size());
+            let width = added.input_dim
+                - added.add_time_proj.num_channels() * i.last().copied().unwrap_or(0);
+            if t.len() != 2 || i.len() != 2 || t[0] != s[0] || i[0] != s[0] || t[1] != width {
+                return Err(EngineError::Invalid(format!(
+                    "the UNet's added embedding takes {} inputs: text embeddings [{}, pooled width] and time ids [{}, ids] with pooled width + ids x {} = {}; got {t:?} and {i:?}. Check that text_encoder_2 belongs to this model",
+                    added.input_dim,
+                    s[0],
+                    s[0],
+                    added.add_time_proj.num_channels(),
+                    added.input_dim
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -224,6 +289,14 @@ impl UNet2DConditionModel {
         let mut emb = self
             .time_embedding
             .forward(&t_emb, conditioning.timestep_cond.as_ref());
+        // `check_inputs` turns a missing SDXL condition into an error before the first step.
+        if let (Some(added), Some(text), Some(ids)) = (
+            &self.added_time,
+            &conditioning.text_embeds,
+            &conditioning.time_ids,
+        ) {
+            emb += added.forward(text, ids, sample.kind());
+        }
         if self.time_embed_act {
             emb = emb.silu();
         }

@@ -90,11 +90,12 @@ pub struct UNetConfig {
     pub class_embed_type: Option<String>,
     /// `num_class_embeds`: must be null for now.
     pub num_class_embeds: Option<i64>,
-    /// `addition_embed_type`: must be null for now ("text_time" is SDXL's, added later).
+    /// `addition_embed_type`: null, or SDXL's "text_time" (pooled text and size conditions).
     pub addition_embed_type: Option<String>,
-    /// `addition_time_embed_dim`: read for SDXL's text_time embedding; unused until then.
+    /// `addition_time_embed_dim`: sinusoidal width of each SDXL time id ("text_time" only).
     pub addition_time_embed_dim: Option<i64>,
-    /// `projection_class_embeddings_input_dim`: read for SDXL's text_time embedding; unused until then.
+    /// `projection_class_embeddings_input_dim`: input width of `add_embedding` ("text_time" only):
+    /// the pooled text width plus six time ids times `addition_time_embed_dim`.
     pub projection_class_embeddings_input_dim: Option<i64>,
     /// `upcast_attention`: attention is computed in float32 when the model runs in fp16/bf16.
     pub upcast_attention: bool,
@@ -212,11 +213,22 @@ pub struct UNetLayout {
     pub up: Vec<(UpBlockKind, LevelSettings)>,
     pub groups: i64,
     pub time_embed_dim: i64,
+    /// SDXL's "text_time" added embedding, when the config asks for it.
+    pub added_time: Option<AddedTimeEmbedding>,
+}
+
+/// The widths of SDXL's "text_time" embedding (diffusers' `add_time_proj` and `add_embedding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedTimeEmbedding {
+    /// `addition_time_embed_dim`: the sinusoidal width of each time id.
+    pub time_embed_dim: i64,
+    /// `projection_class_embeddings_input_dim`: pooled text width + ids x time_embed_dim.
+    pub input_dim: i64,
 }
 
 fn unsupported(message: String) -> EngineError {
     EngineError::Invalid(format!(
-        "UNet config: {message}. easel runs Stable Diffusion 1.x/2.x-style UNets; use such a model, or fix unet/config.json"
+        "UNet config: {message}. easel runs Stable Diffusion 1.x/2.x/XL-style UNets; use such a model, or fix unet/config.json"
     ))
 }
 
@@ -239,6 +251,35 @@ fn activation_ok(key: &str, value: &str) -> Result<()> {
 }
 
 impl UNetConfig {
+    /// SDXL's "text_time" widths, or None for UNets without an added embedding.
+    pub fn added_time_embedding(&self) -> Result<Option<AddedTimeEmbedding>> {
+        match self.addition_embed_type.as_deref() {
+            None => Ok(None),
+            Some("text_time") => {
+                let (Some(time_embed_dim), Some(input_dim)) = (
+                    self.addition_time_embed_dim,
+                    self.projection_class_embeddings_input_dim,
+                ) else {
+                    return Err(unsupported(
+                        "addition_embed_type \"text_time\" without addition_time_embed_dim and projection_class_embeddings_input_dim is not supported (SDXL's configs set both)".into(),
+                    ));
+                };
+                if time_embed_dim < 1 || input_dim < 1 {
+                    return Err(unsupported(format!(
+                        "addition_time_embed_dim = {time_embed_dim} and projection_class_embeddings_input_dim = {input_dim} must be positive"
+                    )));
+                }
+                Ok(Some(AddedTimeEmbedding {
+                    time_embed_dim,
+                    input_dim,
+                }))
+            }
+            Some(other) => Err(unsupported(format!(
+                "addition_embed_type = {other:?} is not supported (only null or \"text_time\", SDXL's)"
+            ))),
+        }
+    }
+
     /// Reads and checks `unet/config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         crate::engine::loader::read_config(path, |config: &Self| config.layout().map(|_| ()))
@@ -272,11 +313,7 @@ impl UNetConfig {
             &self.num_class_embeds,
             "class embeddings are not implemented",
         )?;
-        require_null(
-            "addition_embed_type",
-            &self.addition_embed_type,
-            "added conditions such as SDXL's text_time are not implemented yet",
-        )?;
+        let added = self.added_time_embedding()?;
         require_null(
             "encoder_hid_dim",
             &self.encoder_hid_dim,
@@ -474,6 +511,7 @@ impl UNetConfig {
             up,
             groups,
             time_embed_dim,
+            added_time: added,
         })
     }
 }
@@ -516,9 +554,10 @@ mod tests {
     fn unsupported_values_are_errors_naming_the_key() {
         for (json, key) in [
             (r#"{"dual_cross_attention": true}"#, "dual_cross_attention"),
+            (r#"{"addition_embed_type": "text"}"#, "addition_embed_type"),
             (
                 r#"{"addition_embed_type": "text_time"}"#,
-                "addition_embed_type",
+                "addition_time_embed_dim",
             ),
             (r#"{"class_embed_type": "timestep"}"#, "class_embed_type"),
             (

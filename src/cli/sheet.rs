@@ -1,0 +1,68 @@
+//! Writing a contact sheet: next to its cells, atomically. For `--out name.png` the sheet is
+//! name.png itself (its cells are name-1.png, ...); in a folder it is
+//! `{stamp}-{seed}-grid.png` or `-matrix.png`, never replacing a file.
+use super::plan::SheetKind;
+use crate::engine::pipeline::Image;
+use crate::output::atomic::{parent_dir, write_atomic};
+use crate::output::naming::OutputTarget;
+use crate::output::png::{encode, TextChunk};
+use crate::output::OutputError;
+use anyhow::{Context, Result};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+
+/// The text chunk that marks a contact sheet (what it shows and which files are its cells).
+pub const SHEET_KEY: &str = "easel-sheet";
+
+pub fn save(
+    target: &OutputTarget,
+    stamp: &str,
+    seed: u64,
+    kind: SheetKind,
+    image: &Image,
+    note: &serde_json::Value,
+) -> Result<PathBuf> {
+    let chunks = [TextChunk::Utf8 {
+        keyword: SHEET_KEY.into(),
+        text: note.to_string(),
+    }];
+    let bytes = encode(image, &chunks)?;
+    let write = |path: &PathBuf, replace: bool| {
+        std::fs::create_dir_all(parent_dir(path))?;
+        write_atomic(path, replace, |f| f.write_all(&bytes))
+    };
+    let saved: Result<PathBuf> = match target {
+        OutputTarget::File(path) => {
+            write(path, true).map_err(|source| write_err(path, source))?;
+            Ok(path.clone())
+        }
+        OutputTarget::Dir(dir) => {
+            for attempt in 0..10_000u32 {
+                let suffix = if attempt == 0 {
+                    String::new()
+                } else {
+                    format!("_{}", attempt + 1)
+                };
+                let path = dir.join(format!("{stamp}-{seed}-{}{suffix}.png", kind.name()));
+                match write(&path, false) {
+                    Ok(()) => return Ok(path),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+                    Err(source) => return Err(write_err(&path, source)),
+                }
+            }
+            Err(anyhow::anyhow!(
+                "{} already holds too many contact sheets named {stamp}-{seed}",
+                dir.display()
+            ))
+        }
+    };
+    saved.context("cannot write the contact sheet")
+}
+
+fn write_err(path: &std::path::Path, source: std::io::Error) -> anyhow::Error {
+    OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+    .into()
+}
