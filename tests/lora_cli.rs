@@ -1,5 +1,8 @@
 //! `easel generate` with a single-file checkpoint, `--lora`, prompt `<lora:...>` tags and
 //! `--vae`: the PNG holds diffusers' image (8-bit, within one level).
+mod common;
+
+use common::reference_path;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -40,7 +43,7 @@ fn decoded_rgb(path: &Path) -> Vec<u8> {
 }
 
 fn reference_u8(name: &str) -> Vec<u8> {
-    let path = root().join("tests/fixtures/reference/checkpoint/checkpoint.safetensors");
+    let path = reference_path("checkpoint/checkpoint.safetensors");
     let tensors = tch::Tensor::read_safetensors(&path).unwrap();
     let (_, image) = tensors.into_iter().find(|(n, _)| n == name).unwrap();
     let bytes = (image * 255.0)
@@ -105,7 +108,7 @@ fn checkpoint_with_prompt_lora_tag_and_flags_renders_diffusers_images() {
     let home = tempfile::tempdir().unwrap();
     let loras = home.path().join("config/loras");
     std::fs::create_dir_all(&loras).unwrap();
-    let lora_dir = root().join("tests/fixtures/reference/checkpoint/lora");
+    let lora_dir = reference_path("checkpoint/lora");
     std::fs::copy(
         lora_dir.join("peft.safetensors"),
         loras.join("peft.safetensors"),

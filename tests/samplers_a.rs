@@ -4,7 +4,7 @@
 //! scripts/fixtures/schedulers2_ref.py.
 mod common;
 
-use common::{fixtures, max_abs_diff, reference_path, tiny_sd1, Reference};
+use common::{fixture_path, max_abs_diff, reference_path, tiny_sd1, Reference};
 use easel::engine::pipeline::{StableDiffusion, TextToImage};
 use easel::engine::random::SeededNoise;
 use easel::engine::schedulers::config::TimestepSpacing;
@@ -106,7 +106,7 @@ impl Case {
     }
 
     fn config(&self) -> SchedulerConfig {
-        let path = fixtures().join(&self.config);
+        let path = fixture_path(&self.config);
         SchedulerConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", self.name))
     }
 }
@@ -245,8 +245,7 @@ fn sampling_runs_match_diffusers() {
 fn a_zero_length_last_step_keeps_the_sample() {
     let _guard = tch::no_grad_guard();
     let config =
-        SchedulerConfig::from_file(&fixtures().join("reference/samplers_a_configs/dpm_saved.json"))
-            .unwrap();
+        SchedulerConfig::from_file(&reference_path("samplers_a_configs/dpm_saved.json")).unwrap();
     let steps = 20;
     for kind in [SamplerKind::DpmPP2M, SamplerKind::DpmPP2MSde] {
         let mut s = build(kind, &SamplerOptions::default(), &config, steps).unwrap();
@@ -324,7 +323,7 @@ fn schedules_a_sampler_lacks_are_refused_by_name() {
 
 #[test]
 fn configs_saved_by_python_with_infinities_load() {
-    let path = fixtures().join("reference/samplers_a_configs/dpm_saved.json");
+    let path = reference_path("samplers_a_configs/dpm_saved.json");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         text.contains("-Infinity"),

@@ -3,7 +3,9 @@
 //! scripts/fixtures/schedulers3_ref.py computed.
 mod common;
 
-use common::{assert_close, copy_dir, fixtures, max_abs_diff, reference_path, tiny_sd1, Reference};
+use common::{
+    assert_close, copy_dir, fixture_path, max_abs_diff, reference_path, tiny_sd1, Reference,
+};
 use easel::engine::models::embeddings::guidance_scale_embedding;
 use easel::engine::pipeline::{StableDiffusion, TextToImage};
 use easel::engine::random::SeededNoise;
@@ -51,7 +53,7 @@ impl Case {
     }
 
     fn config(&self) -> SchedulerConfig {
-        let path = fixtures().join(&self.config);
+        let path = fixture_path(&self.config);
         SchedulerConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", self.name))
     }
 

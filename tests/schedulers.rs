@@ -2,7 +2,7 @@
 //! and whole sampling runs, from references that scripts/fixtures/schedulers_ref.py computed.
 mod common;
 
-use common::{fixtures, max_abs_diff, Reference};
+use common::{fixture_path, max_abs_diff, Reference};
 use easel::engine::random::SeededNoise;
 use easel::engine::schedulers::{
     build, EulerAncestralDiscrete, EulerDiscrete, SamplerKind, Scheduler, SchedulerConfig,
@@ -41,7 +41,7 @@ impl Case {
     }
 
     fn config(&self) -> SchedulerConfig {
-        let path = fixtures().join(&self.config);
+        let path = fixture_path(&self.config);
         SchedulerConfig::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", self.name))
     }
 }

@@ -103,8 +103,60 @@ pub fn cached_fixture(name: &str) -> PathBuf {
     dir
 }
 
+/// Where a reference lives: tests/fixtures/reference/, or, for the references too big to commit,
+/// the per-user cache folder that scripts/make-fixtures --cached-references fills (scripts/test
+/// sets EASEL_REFERENCES_DIR; without it the first test that needs one makes them).
 pub fn reference_path(name: &str) -> PathBuf {
-    fixtures().join("reference").join(name)
+    const CACHED: &[&str] = &[
+        "samplers_a",
+        "samplers_b",
+        "prompt",
+        "checkpoint",
+        "families",
+    ];
+    let stem = name.split(['/', '.']).next().unwrap_or(name);
+    let cached = CACHED.iter().any(|c| {
+        stem == *c || stem.starts_with(&format!("{c}_")) || stem.starts_with(&format!("{c}-"))
+    });
+    if cached {
+        cached_references().join(name)
+    } else {
+        fixtures().join("reference").join(name)
+    }
+}
+
+/// A path as the references' JSON names it, relative to tests/fixtures ("reference/..." or
+/// "tiny-sd1/...").
+pub fn fixture_path(rel: &str) -> PathBuf {
+    match rel.strip_prefix("reference/") {
+        Some(name) => reference_path(name),
+        None => fixtures().join(rel),
+    }
+}
+
+fn cached_references() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("EASEL_REFERENCES_DIR") {
+            return PathBuf::from(dir);
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures");
+        let out = std::process::Command::new(script)
+            .arg("--cached-references")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/make-fixtures runs (scripts/test sets up its Python environment)");
+        assert!(out.status.success(), "making the cached references failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(
+            stdout
+                .lines()
+                .last()
+                .expect("make-fixtures prints the folder")
+                .trim(),
+        )
+    })
+    .clone()
 }
 
 /// A reference safetensors file, read on the CPU in the stored dtype.
