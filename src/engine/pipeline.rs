@@ -53,6 +53,29 @@ pub struct TextToImage {
     pub embeddings: Vec<PathBuf>,
 }
 
+impl Default for TextToImage {
+    /// diffusers' pipeline defaults at SD 1.x's native size, with no prompt.
+    fn default() -> Self {
+        TextToImage {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 50,
+            guidance_scale: 7.5,
+            seed: 0,
+            width: 512,
+            height: 512,
+            batch_size: 1,
+            sampler: SamplerKind::Euler,
+            schedule: Schedule::Default,
+            timestep_spacing: None,
+            preview_every: 0,
+            clip_skip: 0,
+            guidance_rescale: 0.0,
+            embeddings: Vec::new(),
+        }
+    }
+}
+
 /// An 8-bit RGB image, row-major.
 #[derive(Debug, Clone)]
 pub struct Image {
