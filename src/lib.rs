@@ -9,5 +9,8 @@ pub mod output;
 pub mod paths;
 pub mod presets;
 pub mod recipe;
+pub mod render;
 pub mod store;
+pub mod tui;
 pub mod variations;
+pub mod worker;

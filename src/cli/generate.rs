@@ -6,16 +6,15 @@ use super::report::{ImageReport, TimingReport};
 use super::sheet;
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
 use crate::engine::lora::{prompt_tags, LoraSpec};
-use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion};
 use crate::engine::schedulers::config::TimestepSpacing;
 use crate::engine::schedulers::{SamplerChoice, Schedule};
-use crate::engine::EngineError;
 use crate::history;
 use crate::metadata::{self, ImageParameters};
 use crate::output::naming::{self, OutputTarget};
-use crate::output::save_png;
 use crate::paths::Paths;
 use crate::recipe::{self, Recipe, RecipeError, RecipeLora, RecipePatch};
+use crate::render::{self, RenderError, Rendered};
 use crate::variations::contact_sheet;
 use crate::variations::grid::GridAxis;
 use crate::variations::wildcards::Wildcards;
@@ -655,29 +654,30 @@ impl Run<'_> {
                 );
             }
             let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-            let request = TextToImage {
-                embeddings: self.embeddings.clone(),
-                ..recipe.to_request()
-            };
-            let result = sd.generate(&request, &mut |p| reporter.step(p), cancel);
-            reporter.finish();
-            let output = match result {
-                Err(EngineError::Cancelled) => return Ok(Flow::Cancelled),
-                other => other.context("the render failed")?,
-            };
-            let Some(image) = output.images.into_iter().next() else {
-                bail!("the engine returned no image");
-            };
-            if cancel.load(Ordering::SeqCst) {
-                return Ok(Flow::Cancelled);
-            }
-            let path = save_png(
+            let result = render::render_and_save(
+                &sd,
+                &recipe,
+                &self.embeddings,
                 &self.job_target(job.number),
                 &self.stamp,
-                &recipe,
                 &name,
-                &image,
-            )?;
+                &mut |p| reporter.step(p),
+                cancel,
+            );
+            reporter.finish();
+            let Rendered {
+                path,
+                image,
+                output,
+            } = match result {
+                Ok(Some(rendered)) => rendered,
+                Ok(None) => return Ok(Flow::Cancelled),
+                Err(RenderError::Engine(e)) => {
+                    return Err(anyhow::Error::new(e).context("the render failed"))
+                }
+                Err(RenderError::Output(e)) => return Err(e.into()),
+                Err(RenderError::NoImage) => bail!("the engine returned no image"),
+            };
             self.written += 1;
             self.record(&path, &recipe);
             let total_s = self.start.elapsed().as_secs_f64();

@@ -8,6 +8,7 @@ pub mod preset;
 pub mod progress;
 pub mod report;
 pub mod sheet;
+pub mod tui;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
@@ -18,7 +19,8 @@ use std::process::ExitCode;
     name = "easel",
     version,
     about = "A terminal image-generation studio: Stable Diffusion on libtorch",
-    after_help = "Start with `easel generate --help`."
+    after_help = "With no command on a terminal, easel opens the studio (`easel tui`). \
+                  Start with `easel tui --help` or `easel generate --help`."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,8 @@ pub enum Command {
     History(history::HistoryArgs),
     /// Named, stackable recipes: list, show, save, edit, rm, rename, export, import.
     Preset(preset::PresetArgs),
+    /// The studio: write, tune, render and compare in the terminal (bare `easel` opens it too).
+    Tui(Box<tui::TuiArgs>),
 }
 
 /// Runs easel with the process's arguments.
@@ -60,8 +64,15 @@ where
         Some(Command::Info(args)) => info::run(args),
         Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),
+        Some(Command::Tui(args)) => tui::run(*args),
         None => {
-            // The TUI will live here; until then, show what there is.
+            use std::io::IsTerminal;
+            // The studio needs a terminal both ways; in a pipe or a script, say what there is.
+            if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+                if let Some(Command::Tui(args)) = Cli::try_parse_from(["easel", "tui"])?.command {
+                    return tui::run(*args);
+                }
+            }
             Cli::command().print_help()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,245 @@
+//! Keys to actions. Defaults below; `<config>/keymap.toml` may rebind any named action:
+//! `render = ["f5", "ctrl-enter"]`. Keys not bound to a named action type text or move.
+use super::update::Action;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use std::collections::HashMap;
+
+/// Named actions, their default keys, and what the help overlay says of them.
+pub const DEFAULTS: &[(&str, &[&str], &str)] = &[
+    (
+        "render",
+        &["ctrl-enter", "f5"],
+        "render the recipe (queues if busy)",
+    ),
+    ("cancel", &["esc"], "close, or cancel the running render"),
+    ("quit", &["ctrl-q"], "quit (the session is kept)"),
+    ("help", &["f1"], "this help (also ? outside the editors)"),
+    ("save_preset", &["ctrl-s"], "save the settings as a preset"),
+    (
+        "presets",
+        &["ctrl-p", "f3"],
+        "presets: filter, Enter loads, Del deletes",
+    ),
+    ("focus_next", &["tab"], "next panel"),
+    ("focus_prev", &["backtab"], "previous panel"),
+    ("undo", &["ctrl-z"], "undo in the editor"),
+    ("redo", &["ctrl-y"], "redo in the editor"),
+    (
+        "weight_up",
+        &["ctrl-up"],
+        "raise the weight of the word under the cursor",
+    ),
+    (
+        "weight_down",
+        &["ctrl-down"],
+        "lower the weight of the word under the cursor",
+    ),
+    ("word_left", &["ctrl-left", "alt-b"], "previous word"),
+    ("word_right", &["ctrl-right", "alt-f"], "next word"),
+    (
+        "delete_word",
+        &["ctrl-w", "ctrl-backspace"],
+        "delete the word before the cursor",
+    ),
+    ("home", &["home", "ctrl-a"], "start of line"),
+    ("end", &["end", "ctrl-e"], "end of line"),
+    (
+        "seed_lock",
+        &["ctrl-l"],
+        "lock the seed / new seed each render",
+    ),
+    (
+        "seed_reuse",
+        &["ctrl-r"],
+        "reuse the last seed (and lock it)",
+    ),
+    ("result_prev", &["f7"], "previous result"),
+    ("result_next", &["f8"], "next result"),
+    (
+        "compare",
+        &["f9"],
+        "A/B: compare the shown result with the next one picked",
+    ),
+];
+
+fn named(name: &str) -> Option<Action> {
+    Some(match name {
+        "render" => Action::Render,
+        "cancel" => Action::Cancel,
+        "quit" => Action::Quit,
+        "help" => Action::Help,
+        "save_preset" => Action::SavePreset,
+        "presets" => Action::Presets,
+        "focus_next" => Action::FocusNext,
+        "focus_prev" => Action::FocusPrev,
+        "undo" => Action::Undo,
+        "redo" => Action::Redo,
+        "weight_up" => Action::WeightUp,
+        "weight_down" => Action::WeightDown,
+        "word_left" => Action::WordLeft,
+        "word_right" => Action::WordRight,
+        "delete_word" => Action::DeleteWord,
+        "home" => Action::Home,
+        "end" => Action::End,
+        "seed_lock" => Action::SeedLock,
+        "seed_reuse" => Action::SeedReuse,
+        "result_prev" => Action::ResultPrev,
+        "result_next" => Action::ResultNext,
+        "compare" => Action::Compare,
+        _ => return None,
+    })
+}
+
+/// A key as the keymap names it: modifiers (ctrl-, alt-, shift-) and a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    code: KeyCode,
+    mods: KeyModifiers,
+}
+
+pub fn parse_key(spec: &str) -> Result<Key, String> {
+    let spec = spec.trim().to_lowercase();
+    let mut mods = KeyModifiers::NONE;
+    let mut rest = spec.as_str();
+    loop {
+        if let Some(r) = rest.strip_prefix("ctrl-") {
+            mods |= KeyModifiers::CONTROL;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("alt-") {
+            mods |= KeyModifiers::ALT;
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("shift-") {
+            mods |= KeyModifiers::SHIFT;
+            rest = r;
+        } else {
+            break;
+        }
+    }
+    let code = match rest {
+        "enter" => KeyCode::Enter,
+        "esc" => KeyCode::Esc,
+        "tab" => KeyCode::Tab,
+        "backtab" => KeyCode::BackTab,
+        "backspace" => KeyCode::Backspace,
+        "delete" | "del" => KeyCode::Delete,
+        "up" => KeyCode::Up,
+        "down" => KeyCode::Down,
+        "left" => KeyCode::Left,
+        "right" => KeyCode::Right,
+        "home" => KeyCode::Home,
+        "end" => KeyCode::End,
+        "pageup" => KeyCode::PageUp,
+        "pagedown" => KeyCode::PageDown,
+        f if f.starts_with('f') && f.len() > 1 => KeyCode::F(
+            f[1..]
+                .parse()
+                .map_err(|_| format!("unknown key \"{spec}\""))?,
+        ),
+        c if c.chars().count() == 1 => KeyCode::Char(c.chars().next().unwrap_or(' ')),
+        _ => {
+            return Err(format!(
+                "unknown key \"{spec}\": try ctrl-s, f5, alt-enter, esc"
+            ))
+        }
+    };
+    Ok(Key { code, mods })
+}
+
+#[derive(Debug, Clone)]
+pub struct Keymap {
+    bound: HashMap<Key, Action>,
+    /// For the help overlay: each named action's keys and description.
+    pub help: Vec<(String, String)>,
+}
+
+impl Keymap {
+    /// The defaults with `toml` (the keymap file's text, if any) on top.
+    pub fn new(toml_text: Option<&str>) -> Result<Self, String> {
+        let mut table: Vec<(String, Vec<String>, String)> = DEFAULTS
+            .iter()
+            .map(|(n, k, d)| {
+                (
+                    n.to_string(),
+                    k.iter().map(|s| s.to_string()).collect(),
+                    d.to_string(),
+                )
+            })
+            .collect();
+        if let Some(text) = toml_text {
+            let user: toml::Table = text
+                .parse()
+                .map_err(|e| format!("the keymap is not valid TOML: {e}"))?;
+            for (name, keys) in user {
+                let row = table.iter_mut().find(|r| r.0 == name).ok_or_else(|| {
+                    let names: Vec<&str> = DEFAULTS.iter().map(|d| d.0).collect();
+                    format!(
+                        "the keymap names an unknown action \"{name}\": one of {}",
+                        names.join(", ")
+                    )
+                })?;
+                row.1 = match keys {
+                    toml::Value::String(s) => vec![s],
+                    toml::Value::Array(a) => a
+                        .into_iter()
+                        .map(|v| match v {
+                            toml::Value::String(s) => Ok(s),
+                            _ => Err(format!("keymap: {name} takes key names like \"ctrl-s\"")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(format!("keymap: {name} takes key names like \"ctrl-s\"")),
+                };
+            }
+        }
+        let mut bound = HashMap::new();
+        let mut help = Vec::new();
+        for (name, keys, desc) in &table {
+            let action = named(name).ok_or_else(|| format!("unknown action {name}"))?;
+            for k in keys {
+                bound.insert(parse_key(k)?, action.clone());
+            }
+            help.push((keys.join(", "), desc.clone()));
+        }
+        Ok(Self { bound, help })
+    }
+
+    pub fn action(&self, key: KeyEvent) -> Option<Action> {
+        let mut mods = key.modifiers & (KeyModifiers::CONTROL | KeyModifiers::ALT);
+        // Shift is part of the character for text keys.
+        if !matches!(key.code, KeyCode::Char(_)) {
+            mods |= key.modifiers & KeyModifiers::SHIFT;
+        }
+        let code = match key.code {
+            KeyCode::Char(c) if !mods.is_empty() => KeyCode::Char(c.to_ascii_lowercase()),
+            c => c,
+        };
+        if let Some(a) = self.bound.get(&Key { code, mods }) {
+            return Some(a.clone());
+        }
+        // Terminals without the enhanced keyboard protocol send Ctrl-Enter as Ctrl-J.
+        if code == KeyCode::Char('j') && mods == KeyModifiers::CONTROL {
+            return self
+                .bound
+                .get(&Key {
+                    code: KeyCode::Enter,
+                    mods,
+                })
+                .cloned();
+        }
+        if !mods.difference(KeyModifiers::SHIFT).is_empty() {
+            return None;
+        }
+        Some(match key.code {
+            KeyCode::Char(c) => Action::Insert(c),
+            KeyCode::Enter => Action::Enter,
+            KeyCode::Backspace => Action::Backspace,
+            KeyCode::Delete => Action::Delete,
+            KeyCode::Left => Action::Left,
+            KeyCode::Right => Action::Right,
+            KeyCode::Up => Action::Up,
+            KeyCode::Down => Action::Down,
+            KeyCode::Home => Action::Home,
+            KeyCode::End => Action::End,
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,305 @@
+//! The studio: a terminal UI to write, tune, render and compare. State and `update` are pure
+//! (app.rs, update.rs); this file is the runtime that owns the terminal, carries out effects
+//! and feeds worker events back. It never touches tch: the worker owns the engine.
+pub mod app;
+pub mod editor;
+pub mod images;
+pub mod keymap;
+pub mod params;
+pub mod presets;
+pub mod session;
+pub mod terminal;
+pub mod tokens;
+pub mod update;
+pub mod view;
+pub mod weight;
+
+use crate::engine::device::{DeviceChoice, DtypeChoice};
+use crate::paths::Paths;
+use crate::presets::PresetStore;
+use crate::worker::{Worker, WorkerConfig};
+use app::App;
+use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use images::{Graphics, Images};
+use keymap::Keymap;
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use session::Session;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use update::{update, Action, Effect};
+
+/// The redraw budget: input and worker events are looked at least this often.
+const FRAME: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Clone)]
+pub struct TuiOptions {
+    pub model: Option<PathBuf>,
+    pub presets: Vec<String>,
+    pub graphics: Graphics,
+    /// A model to start with when none is chosen (scripts/run offers the tiny test model).
+    pub demo_model: Option<PathBuf>,
+    pub out_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub dtype: DtypeChoice,
+}
+
+/// Everything the studio starts from, without the terminal (tests build this too).
+pub struct Studio {
+    pub app: App,
+    pub keymap: Keymap,
+    pub session_path: Option<PathBuf>,
+    pub store: Option<PresetStore>,
+    pub paths: Option<Paths>,
+}
+
+impl Studio {
+    pub fn open(options: &TuiOptions) -> Result<Self, String> {
+        let paths = Paths::discover().ok();
+        let session_path = paths.as_ref().map(|p| p.data.join("session.json"));
+        let (session, warning) = match &session_path {
+            Some(p) => Session::load(p),
+            None => (Session::default(), None),
+        };
+        let keymap_text = paths
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p.config.join("keymap.toml")).ok());
+        let keymap = Keymap::new(keymap_text.as_deref())?;
+        let mut app = App::new(session.params, &session.prompt, &session.negative_prompt);
+        if let Some(w) = warning {
+            app.error(w);
+        }
+        if let Some(m) = &options.model {
+            app.params.model = Some(m.display().to_string());
+        }
+        if app.params.model.is_none() {
+            if let Some(demo) = &options.demo_model {
+                app.params.model = Some(demo.display().to_string());
+                app.info(format!(
+                    "no model chosen: using the tiny random-weight demo model {} (it paints noise); \
+                     set a real one in Parameters > model",
+                    demo.display()
+                ));
+            } else {
+                app.info("no model yet: Tab to Parameters > model, type a diffusers folder or .safetensors file, Enter");
+            }
+        }
+        let store = paths.as_ref().map(PresetStore::open);
+        if let Some(store) = &store {
+            for name in &options.presets {
+                let entry = store.get(name).map_err(|e| e.to_string())?;
+                update(
+                    &mut app,
+                    Action::PresetLoaded {
+                        name: name.clone(),
+                        patch: entry.preset.patch,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            app,
+            keymap,
+            session_path,
+            store,
+            paths,
+        })
+    }
+
+    fn save_session(&self) -> Result<(), String> {
+        let Some(path) = &self.session_path else {
+            return Ok(());
+        };
+        Session {
+            prompt: self.app.prompt.text().to_string(),
+            negative_prompt: self.app.negative.text().to_string(),
+            params: self.app.params.clone(),
+        }
+        .save(path)
+    }
+}
+
+/// Opens the studio on this terminal and runs until the user quits.
+pub fn run(options: TuiOptions) -> Result<(), String> {
+    let mut studio = Studio::open(&options)?;
+    let worker = Worker::spawn(WorkerConfig {
+        device: options.device,
+        dtype: options.dtype,
+        out_dir: options.out_dir.clone(),
+        history: studio.paths.as_ref().map(Paths::history),
+        embeddings: studio
+            .paths
+            .as_ref()
+            .map(Paths::embeddings)
+            .filter(|p| p.is_dir())
+            .into_iter()
+            .collect(),
+        lora_dir: studio.paths.as_ref().map(Paths::loras),
+        preview_every: 1,
+    })
+    .map_err(|e| format!("cannot start the render worker: {e}"))?;
+    let stop =
+        terminal::termination_flag().map_err(|e| format!("cannot watch for signals: {e}"))?;
+    let guard =
+        terminal::TerminalGuard::enter().map_err(|e| format!("cannot set up the terminal: {e}"))?;
+    let mut images = Images::probe(options.graphics);
+    let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+        .map_err(|e| format!("cannot set up the terminal: {e}"))?;
+    let theme = view::Theme::from_env();
+    let counter = tokens::TokenCounter::new();
+    let mut counted = String::from("\u{0}");
+    let mut last_memory = Instant::now() - Duration::from_secs(10);
+    let mut dirty = true;
+    let result = loop {
+        let mut actions = Vec::new();
+        // Drain a burst of input, then the worker's events, then draw once.
+        if event::poll(FRAME).unwrap_or(false) {
+            while let Ok(true) = event::poll(Duration::ZERO) {
+                match event::read() {
+                    Ok(e) => actions.extend(term_action(&studio, e, &mut dirty)),
+                    Err(_) => break,
+                }
+            }
+        }
+        while let Some(e) = worker.try_event() {
+            actions.push(Action::Worker(e, Instant::now()));
+        }
+        if stop.load(Ordering::SeqCst) {
+            actions.push(Action::Quit);
+        }
+        if last_memory.elapsed() > Duration::from_secs(1) {
+            last_memory = Instant::now();
+            if let Some(mb) = rss_mb() {
+                actions.push(Action::Memory(mb));
+            }
+        }
+        let mut quit = false;
+        for action in actions {
+            dirty = true;
+            let mut queue = update(&mut studio.app, action);
+            while !queue.is_empty() {
+                let effect = queue.remove(0);
+                if effect == Effect::Quit {
+                    quit = true;
+                    continue;
+                }
+                if let Some(next) = perform(&studio, &worker, effect) {
+                    queue.extend(update(&mut studio.app, next));
+                }
+            }
+        }
+        if quit {
+            break Ok(());
+        }
+        if studio.app.prompt.text() != counted {
+            counted = studio.app.prompt.text().to_string();
+            let n = counter.count(&counted).unwrap_or(0);
+            studio.app.token_count = (n, n.div_ceil(tokens::WINDOW).max(1));
+        }
+        dirty |= images.poll();
+        if dirty {
+            dirty = false;
+            if let Err(e) = term.draw(|f| {
+                view::draw(
+                    f,
+                    &studio.app,
+                    &studio.keymap.help,
+                    Some(&mut images),
+                    theme,
+                )
+            }) {
+                break Err(format!("cannot draw: {e}"));
+            }
+        }
+    };
+    let saved = studio.save_session();
+    drop(term);
+    drop(guard);
+    worker.shutdown();
+    result.and(saved)
+}
+
+fn term_action(studio: &Studio, e: TermEvent, dirty: &mut bool) -> Option<Action> {
+    match e {
+        TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
+            if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
+                return Some(Action::Quit);
+            }
+            let action = studio.keymap.action(k)?;
+            // `?` opens help where it cannot be text.
+            let typing = matches!(studio.app.focus, app::Focus::Prompt | app::Focus::Negative)
+                || studio.app.field_input.is_some()
+                || studio.app.overlay != app::Overlay::None;
+            if action == Action::Insert('?') && !typing {
+                return Some(Action::Help);
+            }
+            Some(action)
+        }
+        TermEvent::Paste(s) => Some(Action::Paste(s)),
+        TermEvent::Resize(..) => {
+            *dirty = true;
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Carries out one effect; what it found comes back as the next action.
+fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
+    let no_store = || {
+        Action::EffectFailed(
+            "easel has no config folder for presets: set EASEL_HOME to a folder it may use".into(),
+        )
+    };
+    match effect {
+        Effect::Submit(job) => worker.submit(job).err().map(Action::EffectFailed),
+        Effect::Cancel(id) => {
+            worker.cancel(id);
+            None
+        }
+        Effect::SaveSession => studio.save_session().err().map(Action::EffectFailed),
+        Effect::ListPresets => Some(match &studio.store {
+            Some(store) => Action::PresetList(presets::rows(store)),
+            None => no_store(),
+        }),
+        Effect::LoadPreset(name) => Some(match &studio.store {
+            Some(store) => match store.get(&name) {
+                Ok(entry) => Action::PresetLoaded {
+                    name,
+                    patch: entry.preset.patch,
+                },
+                Err(e) => Action::EffectFailed(e.to_string()),
+            },
+            None => no_store(),
+        }),
+        Effect::SavePreset { name, patch } => Some(match &studio.store {
+            Some(store) => {
+                let preset = crate::presets::Preset {
+                    patch,
+                    ..Default::default()
+                };
+                match store.save(&name, &preset, true) {
+                    Ok(_) => Action::PresetSaved(name),
+                    Err(e) => Action::EffectFailed(e.to_string()),
+                }
+            }
+            None => no_store(),
+        }),
+        Effect::DeletePreset(name) => Some(match &studio.store {
+            Some(store) => match store.remove(&name) {
+                Ok(_) => Action::PresetDeleted(name),
+                Err(e) => Action::EffectFailed(e.to_string()),
+            },
+            None => no_store(),
+        }),
+        Effect::Quit => None,
+    }
+}
+
+/// This process's resident memory, from /proc (None elsewhere).
+fn rss_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096 / (1024 * 1024))
+}

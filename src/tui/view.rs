@@ -1,0 +1,483 @@
+//! Drawing the studio with ratatui: a pure function of the state (images come from the
+//! image cache, which is absent in snapshot tests).
+use super::app::{App, Focus, JobState, Level, Overlay};
+use super::editor::Editor;
+use super::images::Images;
+use super::params::Field;
+use super::tokens::WINDOW;
+use ratatui::layout::{Constraint, Direction, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+/// Colours, or none at all when NO_COLOR is set (emphasis stays: bold and reverse).
+#[derive(Debug, Clone, Copy)]
+pub struct Theme {
+    pub color: bool,
+}
+
+impl Theme {
+    pub fn from_env() -> Self {
+        Self {
+            color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    fn focus(self, focused: bool) -> Style {
+        match (focused, self.color) {
+            (true, true) => Style::default().fg(Color::Yellow),
+            (true, false) => Style::default().add_modifier(Modifier::BOLD),
+            _ => Style::default(),
+        }
+    }
+
+    fn error(self) -> Style {
+        if self.color {
+            Style::default().fg(Color::Red)
+        } else {
+            Style::default().add_modifier(Modifier::BOLD)
+        }
+    }
+}
+
+pub fn draw(
+    frame: &mut Frame,
+    app: &App,
+    help: &[(String, String)],
+    images: Option<&mut Images>,
+    theme: Theme,
+) {
+    let area = frame.area();
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(10), Constraint::Length(2)])
+        .split(area);
+    let cols = Layout::default()
+        .direction(Direction::Horizontal)
+        .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+        .split(rows[0]);
+    let left = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Min(4),
+            Constraint::Length(4),
+            Constraint::Length(Field::ALL.len() as u16 + 2),
+        ])
+        .split(cols[0]);
+    let right = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Min(5),
+            Constraint::Length(6),
+            Constraint::Length(3),
+        ])
+        .split(cols[1]);
+
+    let (tokens, chunks) = app.token_count;
+    let prompt_title = if chunks > 1 {
+        format!(" Prompt {tokens}/{} ({chunks} chunks) ", chunks * WINDOW)
+    } else {
+        format!(" Prompt {tokens}/{WINDOW} ")
+    };
+    editor(
+        frame,
+        left[0],
+        &app.prompt,
+        &prompt_title,
+        app.focus == Focus::Prompt && app.overlay == Overlay::None,
+        theme,
+    );
+    editor(
+        frame,
+        left[1],
+        &app.negative,
+        " Negative ",
+        app.focus == Focus::Negative && app.overlay == Overlay::None,
+        theme,
+    );
+    params(frame, left[2], app, theme);
+    preview(frame, right[0], app, images, theme);
+    queue(frame, right[1], app, theme);
+    strip(frame, right[2], app, theme);
+    status(frame, rows[1], app, theme);
+
+    match &app.overlay {
+        Overlay::None => {}
+        Overlay::Help => help_overlay(frame, area, help, theme),
+        Overlay::SavePreset(name) => save_overlay(frame, area, name, theme),
+        Overlay::Presets { .. } => presets_overlay(frame, area, app, theme),
+    }
+}
+
+fn block(title: &str, focused: bool, theme: Theme) -> Block<'static> {
+    Block::default()
+        .borders(Borders::ALL)
+        .title(title.to_string())
+        .border_style(theme.focus(focused))
+}
+
+/// Hard-wraps lines at `width` characters; returns the rows and the cursor's row and column.
+fn wrap(editor: &Editor, width: usize) -> (Vec<String>, usize, usize) {
+    let width = width.max(1);
+    let mut rows = Vec::new();
+    let (mut cur_row, mut cur_col) = (0, 0);
+    let cursor = editor.cursor();
+    let mut offset = 0;
+    for line in editor.text().split('\n') {
+        let chars: Vec<(usize, char)> = line.char_indices().collect();
+        let start_row = rows.len();
+        if chars.is_empty() {
+            rows.push(String::new());
+        }
+        for chunk in chars.chunks(width) {
+            rows.push(chunk.iter().map(|(_, c)| c).collect());
+        }
+        if cursor >= offset && cursor <= offset + line.len() {
+            let col = line[..cursor - offset].chars().count();
+            cur_row = start_row + col / width;
+            cur_col = col % width;
+            if col > 0 && col % width == 0 && col == chars.len() {
+                // At the end of a full row: stay on it rather than open a phantom one.
+                cur_row -= 1;
+                cur_col = width;
+            }
+        }
+        offset += line.len() + 1;
+    }
+    (rows, cur_row, cur_col)
+}
+
+fn editor(
+    frame: &mut Frame,
+    area: Rect,
+    editor: &Editor,
+    title: &str,
+    focused: bool,
+    theme: Theme,
+) {
+    let b = block(title, focused, theme);
+    let inner = b.inner(area);
+    let width = usize::from(inner.width.saturating_sub(1)).max(1);
+    let (rows, row, col) = wrap(editor, width);
+    let height = usize::from(inner.height).max(1);
+    let scroll = (row + 1).saturating_sub(height);
+    let lines: Vec<Line> = rows
+        .into_iter()
+        .skip(scroll)
+        .take(height)
+        .map(Line::from)
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(b), area);
+    if focused {
+        frame.set_cursor_position(Position::new(
+            inner.x + col as u16,
+            inner.y + (row - scroll) as u16,
+        ));
+    }
+}
+
+fn params(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let focused = app.focus == Focus::Params && app.overlay == Overlay::None;
+    let b = block(" Parameters ", focused, theme);
+    let inner = b.inner(area);
+    let mut lines = Vec::new();
+    for field in Field::ALL {
+        let selected = focused && app.field == *field;
+        let value = match (&app.field_input, selected) {
+            (Some(text), true) => format!("{text}_"),
+            _ => app.params.show(*field),
+        };
+        let label = format!("{:>9} ", field.label());
+        let mut style = Style::default();
+        if selected {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        let mut spans = vec![
+            Span::styled(label, theme.fg(Color::DarkGray)),
+            Span::styled(value, style),
+        ];
+        if selected {
+            if let Some(err) = &app.field_error {
+                spans.push(Span::styled(format!("  {err}"), theme.error()));
+            }
+        }
+        lines.push(Line::from(spans));
+    }
+    frame.render_widget(Paragraph::new(lines).block(b), area);
+    let _ = inner;
+}
+
+fn preview(frame: &mut Frame, area: Rect, app: &App, images: Option<&mut Images>, theme: Theme) {
+    let title = match (app.live.is_some(), app.results.get(app.shown), app.compare) {
+        (true, _, _) => " Preview (live) ".to_string(),
+        (_, Some(_), Some(a)) => format!(" A/B: {} | {} ", a + 1, app.shown + 1),
+        (_, Some(r), None) => format!(
+            " Result {}/{}: {} ",
+            app.shown + 1,
+            app.results.len(),
+            r.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ),
+        _ => " Preview ".to_string(),
+    };
+    let b = block(&title, false, theme);
+    let inner = b.inner(area);
+    frame.render_widget(b, area);
+    if let Some(images) = images {
+        if images.draw(frame, inner, app) {
+            return;
+        }
+    }
+    let text = match app.results.get(app.shown) {
+        Some(r) if app.live.is_none() => format!(
+            "{}x{} image\n{}",
+            r.picture.width,
+            r.picture.height,
+            r.path.display()
+        ),
+        _ if app.live.is_some() => "sampling...".to_string(),
+        _ if app.params.model.is_none() => "No model yet.\nType a diffusers folder or .safetensors file into\nParameters > model (Tab to it, type, Enter),\nor start with --model PATH.".to_string(),
+        _ => "Write a prompt, then F5 (or Ctrl-Enter) to render.\nF1 or ? for help.".to_string(),
+    };
+    frame.render_widget(
+        Paragraph::new(text).wrap(ratatui::widgets::Wrap { trim: false }),
+        inner,
+    );
+}
+
+fn queue(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let focused = app.focus == Focus::Queue && app.overlay == Overlay::None;
+    let b = block(" Queue ", focused, theme);
+    let inner = b.inner(area);
+    let height = usize::from(inner.height);
+    let start = app.queue_selected.saturating_sub(height.saturating_sub(1));
+    let lines: Vec<Line> = app
+        .queue
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(height)
+        .map(|(i, j)| {
+            let state = match &j.state {
+                _ if j.cancelling => "cancelling".to_string(),
+                JobState::Queued => "queued".to_string(),
+                JobState::Loading => "loading".to_string(),
+                JobState::Rendering {
+                    image,
+                    images,
+                    step,
+                    steps,
+                } if *images > 1 => {
+                    format!("{}/{} step {step}/{steps}", image + 1, images)
+                }
+                JobState::Rendering { step, steps, .. } => format!("step {step}/{steps}"),
+                JobState::Done => "done".to_string(),
+                JobState::Failed(_) => "failed".to_string(),
+                JobState::Cancelled => "cancelled".to_string(),
+            };
+            let seed = j.seed.map(|s| format!(" seed {s}")).unwrap_or_default();
+            let prompt: String = j.prompt.replace('\n', " ").chars().take(40).collect();
+            let mut style = match &j.state {
+                JobState::Failed(_) => theme.error(),
+                JobState::Done => theme.fg(Color::Green),
+                _ => Style::default(),
+            };
+            if focused && i == app.queue_selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::styled(format!("#{} {state}{seed} {prompt}", j.id), style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines).block(b), area);
+}
+
+fn strip(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let b = block(" Results (F7/F8, F9 A/B) ", false, theme);
+    let mut spans = Vec::new();
+    for (i, r) in app.results.iter().enumerate() {
+        let seed = r
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let label = format!(" {}:{} ", i + 1, seed.rsplit('-').nth(1).unwrap_or(&seed));
+        let mut style = Style::default();
+        if i == app.shown {
+            style = style.add_modifier(Modifier::REVERSED);
+        }
+        if Some(i) == app.compare {
+            style = style.add_modifier(Modifier::UNDERLINED);
+        }
+        spans.push(Span::styled(label, style));
+    }
+    if spans.is_empty() {
+        spans.push(Span::styled("none yet", theme.fg(Color::DarkGray)));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)).block(b), area);
+}
+
+fn status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let s = &app.status;
+    let mut parts = Vec::new();
+    match (&s.device, &s.dtype) {
+        (Some(d), Some(t)) => parts.push(format!("{d} {t}")),
+        _ => parts.push("engine idle".to_string()),
+    }
+    if let Some(m) = &s.loading {
+        parts.push(format!("loading {m}"));
+    } else if let Some(m) = &s.model {
+        parts.push(
+            std::path::Path::new(m)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| m.clone()),
+        );
+    }
+    if let Some(mb) = s.rss_mb {
+        parts.push(format!("RAM {mb} MB"));
+    }
+    if let Some(r) = s.it_s {
+        parts.push(format!("{r:.2} it/s"));
+    }
+    if let Some(eta) = s.eta_s {
+        parts.push(format!("ETA {eta:.0}s"));
+    }
+    parts.push("F1 help".to_string());
+    let top = Line::styled(
+        parts.join(" | "),
+        Style::default().add_modifier(Modifier::REVERSED),
+    );
+    let bottom = match &app.message {
+        Some(m) => Line::styled(
+            m.text.replace('\n', " "),
+            if m.level == Level::Error {
+                theme.error()
+            } else {
+                Style::default()
+            },
+        ),
+        None => Line::from(""),
+    };
+    frame.render_widget(Paragraph::new(vec![top, bottom]), area);
+}
+
+fn popup(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+fn help_overlay(frame: &mut Frame, area: Rect, help: &[(String, String)], theme: Theme) {
+    let rect = popup(area, 76, help.len() as u16 + 6);
+    frame.render_widget(Clear, rect);
+    let mut lines: Vec<Line> = help
+        .iter()
+        .map(|(k, d)| {
+            Line::from(vec![
+                Span::styled(format!("{k:>22} "), theme.fg(Color::Cyan)),
+                Span::raw(d.clone()),
+            ])
+        })
+        .collect();
+    lines.push(Line::from(format!(
+        "{:>22} params: Up/Down pick, Left/Right change, type + Enter",
+        ""
+    )));
+    lines.push(Line::from(format!(
+        "{:>22} queue: Up/Down pick, Del cancels or removes",
+        ""
+    )));
+    lines.push(Line::from(format!(
+        "{:>22} keys: keymap.toml in easel's config folder",
+        ""
+    )));
+    frame.render_widget(
+        Paragraph::new(lines).block(block(" Keys (Esc closes) ", true, theme)),
+        rect,
+    );
+}
+
+fn save_overlay(frame: &mut Frame, area: Rect, name: &Editor, theme: Theme) {
+    let rect = popup(area, 50, 4);
+    frame.render_widget(Clear, rect);
+    let b = block(" Save preset as (Enter saves, Esc) ", true, theme);
+    let inner = b.inner(rect);
+    frame.render_widget(Paragraph::new(name.text().to_string()).block(b), rect);
+    let col = name.text()[..name.cursor()].chars().count() as u16;
+    frame.set_cursor_position(Position::new(inner.x + col.min(inner.width), inner.y));
+}
+
+fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Overlay::Presets {
+        filter,
+        selected,
+        confirm_delete,
+    } = &app.overlay
+    else {
+        return;
+    };
+    let rect = popup(area, 70, area.height.saturating_sub(4).max(8));
+    frame.render_widget(Clear, rect);
+    let b = block(
+        " Presets: type to filter, Enter loads (stacks), Del deletes ",
+        true,
+        theme,
+    );
+    let inner = b.inner(rect);
+    frame.render_widget(b, rect);
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Min(1),
+            Constraint::Length(2),
+        ])
+        .split(inner);
+    frame.render_widget(
+        Paragraph::new(format!("filter: {}_", filter.text())),
+        rows[0],
+    );
+    let list = app.filtered_presets();
+    let height = usize::from(rows[1].height);
+    let start = selected.saturating_sub(height.saturating_sub(1));
+    let lines: Vec<Line> = list
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(height)
+        .map(|(i, p)| {
+            let mut style = Style::default();
+            if i == *selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            let tag = if p.builtin { " (built-in)" } else { "" };
+            Line::styled(format!("{}{tag}", p.name), style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), rows[1]);
+    let foot = match (confirm_delete, list.get(*selected)) {
+        (Some(name), _) => Line::styled(format!("delete {name}? y/n"), theme.error()),
+        (None, Some(p)) => Line::from(format!("sets: {}", p.summary)),
+        (None, None) => Line::from("no preset matches"),
+    };
+    frame.render_widget(
+        Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),
+        rows[2],
+    );
+}

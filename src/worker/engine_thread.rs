@@ -1,0 +1,221 @@
+//! The worker thread's loop: load (or keep) the model, render each job's images, report.
+use super::{Event, Flags, Job, Picture, WorkerConfig};
+use crate::engine::device::{device_name, kind_name};
+use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
+use crate::output::naming::{self, OutputTarget};
+use crate::render;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+struct Loaded {
+    model: String,
+    loras: Vec<LoraSpec>,
+    sd: StableDiffusion,
+}
+
+pub(super) fn run(
+    config: &WorkerConfig,
+    jobs: &Receiver<(Job, Arc<AtomicBool>)>,
+    events: &Sender<Event>,
+    flags: &Flags,
+) {
+    let _guard = tch::no_grad_guard();
+    let mut loaded: Option<Loaded> = None;
+    for (job, cancel) in jobs.iter() {
+        let id = job.id;
+        let event = if cancel.load(Ordering::SeqCst) {
+            Event::Cancelled {
+                id,
+                paths: Vec::new(),
+            }
+        } else {
+            match render_job(config, &job, &cancel, &mut loaded, events) {
+                Ok(Outcome::Done(paths)) => Event::Done { id, paths },
+                Ok(Outcome::Cancelled(paths)) => Event::Cancelled { id, paths },
+                Err(message) => Event::Failed { id, message },
+            }
+        };
+        flags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+enum Outcome {
+    Done(Vec<PathBuf>),
+    Cancelled(Vec<PathBuf>),
+}
+
+fn render_job(
+    config: &WorkerConfig,
+    job: &Job,
+    cancel: &AtomicBool,
+    loaded: &mut Option<Loaded>,
+    events: &Sender<Event>,
+) -> Result<Outcome, String> {
+    let model = job
+        .patch
+        .model
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .ok_or("no model: choose one with --model, or in the parameters panel")?;
+    let prompt = job.patch.prompt.clone().unwrap_or_default();
+    let loras = resolve_loras(&prompt, config.lora_dir.as_deref())?;
+    let sd = ensure_loaded(config, loaded, &model, loras, events)?;
+    let seed = match job.patch.seed {
+        Some(s) => s,
+        None => u64::from(getrandom::u32().map_err(|e| format!("cannot draw a random seed: {e}"))?),
+    };
+    let _ = events.send(Event::Started { id: job.id, seed });
+    let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
+    let name = sd.name();
+    let target = OutputTarget::Dir(config.out_dir.clone());
+    let stamp = naming::stamp(chrono::Local::now());
+    let count = job.count.max(1);
+    let mut paths = Vec::new();
+    for image in 0..count {
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(Outcome::Cancelled(paths));
+        }
+        let mut patch = job.patch.clone();
+        patch.seed = Some(
+            seed.checked_add(u64::from(image))
+                .ok_or("the seed is too large for this many images: choose a smaller seed")?,
+        );
+        let recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
+            .map_err(|e| e.to_string())?;
+        let request = TextToImage {
+            embeddings: config.embeddings.clone(),
+            preview_every: config.preview_every,
+            ..recipe.to_request()
+        };
+        let start = Instant::now();
+        let id = job.id;
+        let mut on_step = |p: &crate::engine::pipeline::Progress| {
+            let _ = events.send(Event::Progress {
+                id,
+                image,
+                images: count,
+                step: p.step,
+                steps: p.steps,
+                preview: p.preview.as_ref().map(picture),
+            });
+        };
+        let rendered = render::render_request(
+            sd,
+            &request,
+            &recipe,
+            &target,
+            &stamp,
+            &name,
+            &mut on_step,
+            cancel,
+        )
+        .map_err(|e| format!("the render failed: {e}"))?;
+        let Some(rendered) = rendered else {
+            return Ok(Outcome::Cancelled(paths));
+        };
+        if let Some(history) = &config.history {
+            // The image is written; a history that cannot be updated is worth a note, not a failure.
+            if let Err(message) = render::record_history(history, &rendered.path, &recipe) {
+                let _ = events.send(Event::Note { message });
+            }
+        }
+        let _ = events.send(Event::Image {
+            id,
+            path: rendered.path.clone(),
+            picture: picture(&rendered.image),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        paths.push(rendered.path);
+    }
+    Ok(Outcome::Done(paths))
+}
+
+fn ensure_loaded<'a>(
+    config: &WorkerConfig,
+    loaded: &'a mut Option<Loaded>,
+    model: &str,
+    loras: Vec<LoraSpec>,
+    events: &Sender<Event>,
+) -> Result<&'a StableDiffusion, String> {
+    let reuse = loaded
+        .as_ref()
+        .is_some_and(|l| l.model == model && l.loras == loras);
+    if !reuse {
+        // Free the old model first: two at once may not fit.
+        *loaded = None;
+        let _ = events.send(Event::Loading {
+            model: model.to_string(),
+            progress: 0.0,
+        });
+        let start = Instant::now();
+        let device = config.device.resolve().map_err(|e| e.to_string())?;
+        let kind = config.dtype.resolve(device);
+        let options = LoadOptions {
+            loras: loras.clone(),
+            vae: None,
+            config: None,
+        };
+        let sd = StableDiffusion::load_with(Path::new(model), device, kind, &options)
+            .map_err(|e| format!("cannot load the model {model}: {e}"))?;
+        let _ = events.send(Event::Loaded {
+            model: model.to_string(),
+            device: device_name(sd.device()),
+            dtype: kind_name(sd.kind()).to_string(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        *loaded = Some(Loaded {
+            model: model.to_string(),
+            loras,
+            sd,
+        });
+    }
+    loaded
+        .as_ref()
+        .map(|l| &l.sd)
+        .ok_or_else(|| "the model is not loaded".to_string())
+}
+
+fn resolve_loras(prompt: &str, dir: Option<&Path>) -> Result<Vec<LoraSpec>, String> {
+    prompt_tags(prompt)
+        .into_iter()
+        .map(|tag| {
+            let dir = dir.ok_or_else(|| {
+                format!(
+                    "the prompt asks for <lora:{}>, but easel has no config folder to look in: set EASEL_HOME",
+                    tag.name
+                )
+            })?;
+            let path = dir.join(format!("{}.safetensors", tag.name));
+            if path.is_file() {
+                Ok(LoraSpec {
+                    path,
+                    weight: tag.weight,
+                })
+            } else {
+                Err(format!(
+                    "the prompt asks for <lora:{}>, but {} does not exist: put the LoRA there",
+                    tag.name,
+                    path.display()
+                ))
+            }
+        })
+        .collect()
+}
+
+fn picture(image: &Image) -> Picture {
+    Picture {
+        width: image.width,
+        height: image.height,
+        rgb: image.rgb.clone(),
+    }
+}

@@ -1,0 +1,188 @@
+//! The worker: the one thread that owns the engine (and the GPU). Faces hand it jobs and read
+//! its events; it never touches a terminal. The model loads once and stays loaded until a job
+//! names another model (or other LoRAs).
+mod engine_thread;
+
+use crate::engine::device::{DeviceChoice, DtypeChoice};
+use crate::recipe::RecipePatch;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+/// One render request: `count` images with seeds `seed`, `seed + 1`, ... (a random seed is
+/// drawn when `seed` is None), each written as its own PNG, as `easel generate --batch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: u64,
+    /// The model must be set; unset fields take the model's defaults.
+    pub patch: RecipePatch,
+    pub count: u32,
+}
+
+/// An 8-bit RGB picture (a finished image or a latent preview), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// What the worker reports, in order, for each job: Started, Progress..., then exactly one of
+/// Done, Failed or Cancelled. Loading/Loaded come before a job's Started when it needs a load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Loading {
+        model: String,
+        /// 0.0 when the load starts (the engine reports no finer progress yet).
+        progress: f32,
+    },
+    Loaded {
+        model: String,
+        device: String,
+        dtype: String,
+        seconds: f64,
+    },
+    Started {
+        id: u64,
+        seed: u64,
+    },
+    Progress {
+        id: u64,
+        /// 0-based image of the job, and how many it has.
+        image: u32,
+        images: u32,
+        step: usize,
+        steps: usize,
+        preview: Option<Picture>,
+    },
+    /// One image of the job was written (before the job's Done).
+    Image {
+        id: u64,
+        path: PathBuf,
+        picture: Picture,
+        seconds: f64,
+    },
+    /// Something worth telling the user that does not end the job.
+    Note {
+        message: String,
+    },
+    Done {
+        id: u64,
+        paths: Vec<PathBuf>,
+    },
+    Failed {
+        id: u64,
+        message: String,
+    },
+    Cancelled {
+        id: u64,
+        /// Images finished before the cancel (kept on disk).
+        paths: Vec<PathBuf>,
+    },
+}
+
+/// Where and how the worker renders.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub device: DeviceChoice,
+    pub dtype: DtypeChoice,
+    /// Folder for the PNGs (named as `easel generate` names them in a folder).
+    pub out_dir: PathBuf,
+    /// The history index to record images in (None: not recorded).
+    pub history: Option<PathBuf>,
+    /// Textual-inversion folders prompts may use.
+    pub embeddings: Vec<PathBuf>,
+    /// Where `<lora:NAME:W>` tags find NAME.safetensors.
+    pub lora_dir: Option<PathBuf>,
+    /// Send a latent preview every this many steps (0: never).
+    pub preview_every: usize,
+}
+
+type Flags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
+
+/// The handle a face holds: submit jobs, cancel them, read events. Dropping it cancels what is
+/// left and lets the thread end.
+pub struct Worker {
+    jobs: Option<Sender<(Job, Arc<AtomicBool>)>>,
+    events: Receiver<Event>,
+    flags: Flags,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn spawn(config: WorkerConfig) -> std::io::Result<Self> {
+        let (job_tx, job_rx) = mpsc::channel();
+        let (event_tx, event_rx) = mpsc::channel();
+        let flags: Flags = Arc::default();
+        let thread_flags = Arc::clone(&flags);
+        let thread = std::thread::Builder::new()
+            .name("easel-worker".into())
+            .spawn(move || engine_thread::run(&config, &job_rx, &event_tx, &thread_flags))?;
+        Ok(Self {
+            jobs: Some(job_tx),
+            events: event_rx,
+            flags,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job; it runs after the ones before it.
+    pub fn submit(&self, job: Job) -> Result<(), String> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.lock_flags().insert(job.id, Arc::clone(&flag));
+        let sent = self.jobs.as_ref().map(|tx| tx.send((job, flag)).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            Err("the render worker has stopped: restart easel".into())
+        }
+    }
+
+    /// Cancels a job: a running one stops before its next step; a queued one never starts.
+    pub fn cancel(&self, id: u64) {
+        if let Some(flag) = self.lock_flags().get(&id) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The next event, if one is waiting; never blocks.
+    pub fn try_event(&self) -> Option<Event> {
+        match self.events.try_recv() {
+            Ok(e) => Some(e),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Waits up to `timeout` for an event (for tests and scripts).
+    pub fn wait_event(&self, timeout: std::time::Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    fn lock_flags(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AtomicBool>>> {
+        self.flags.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cancels everything and waits for the thread (it stops within one step).
+    pub fn shutdown(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn stop(&mut self) {
+        for flag in self.lock_flags().values() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.jobs = None;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

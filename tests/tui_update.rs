@@ -1,0 +1,385 @@
+//! The studio's state machine, driven with actions and no terminal: what each action does to
+//! the state and which effects it asks the runtime for.
+use easel::recipe::RecipePatch;
+use easel::tui::app::{App, Focus, JobState, Overlay};
+use easel::tui::params::{Field, Params};
+use easel::tui::update::{update, Action, Effect};
+use easel::worker::{Event, Picture};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn app_with_model() -> App {
+    let params = Params {
+        model: Some("models/tiny".into()),
+        ..Params::default()
+    };
+    App::new(params, "", "")
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        update(app, Action::Insert(c));
+    }
+}
+
+fn submitted(effects: &[Effect]) -> Vec<easel::worker::Job> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Submit(j) => Some(j.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ev(app: &mut App, event: Event) -> Vec<Effect> {
+    update(app, Action::Worker(event, Instant::now()))
+}
+
+fn picture() -> Picture {
+    Picture {
+        width: 2,
+        height: 1,
+        rgb: vec![1, 2, 3, 4, 5, 6],
+    }
+}
+
+#[test]
+fn render_submits_the_recipe_and_the_queue_follows_the_worker() {
+    let mut app = app_with_model();
+    type_text(&mut app, "a red fox");
+    let effects = update(&mut app, Action::Render);
+    let jobs = submitted(&effects);
+    assert_eq!(jobs.len(), 1);
+    let job = &jobs[0];
+    assert_eq!(job.patch.prompt.as_deref(), Some("a red fox"));
+    assert_eq!(job.patch.model.as_deref(), Some("models/tiny"));
+    assert_eq!(
+        job.patch.seed, None,
+        "an unlocked seed is drawn by the worker"
+    );
+    assert!(effects.contains(&Effect::SaveSession));
+    assert_eq!(app.queue[0].state, JobState::Queued);
+
+    let t0 = Instant::now();
+    ev(
+        &mut app,
+        Event::Loading {
+            model: "models/tiny".into(),
+            progress: 0.0,
+        },
+    );
+    assert_eq!(app.queue[0].state, JobState::Loading);
+    ev(
+        &mut app,
+        Event::Loaded {
+            model: "models/tiny".into(),
+            device: "cpu".into(),
+            dtype: "fp32".into(),
+            seconds: 1.0,
+        },
+    );
+    assert_eq!(app.status.device.as_deref(), Some("cpu"));
+    ev(
+        &mut app,
+        Event::Started {
+            id: job.id,
+            seed: 42,
+        },
+    );
+    assert_eq!(app.last_seed, Some(42));
+    for step in 1..=3 {
+        update(
+            &mut app,
+            Action::Worker(
+                Event::Progress {
+                    id: job.id,
+                    image: 0,
+                    images: 1,
+                    step,
+                    steps: 4,
+                    preview: Some(picture()),
+                },
+                t0 + Duration::from_millis(500 * step as u64),
+            ),
+        );
+    }
+    assert_eq!(
+        app.queue[0].state,
+        JobState::Rendering {
+            image: 0,
+            images: 1,
+            step: 3,
+            steps: 4
+        }
+    );
+    assert!(app.live.is_some());
+    let rate = app.status.it_s.unwrap();
+    assert!((rate - 2.0).abs() < 1e-9, "two steps in one second: {rate}");
+    assert!((app.status.eta_s.unwrap() - 0.5).abs() < 1e-9);
+    let path = PathBuf::from("outputs/x-42-0.png");
+    ev(
+        &mut app,
+        Event::Image {
+            id: job.id,
+            path: path.clone(),
+            picture: picture(),
+            seconds: 2.0,
+        },
+    );
+    ev(
+        &mut app,
+        Event::Done {
+            id: job.id,
+            paths: vec![path.clone()],
+        },
+    );
+    assert_eq!(app.queue[0].state, JobState::Done);
+    assert_eq!(app.results[0].path, path);
+    assert!(app.live.is_none());
+    assert!(app
+        .message
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("outputs/x-42-0.png"));
+}
+
+#[test]
+fn several_renders_queue_and_esc_cancels_the_running_one() {
+    let mut app = app_with_model();
+    let a = submitted(&update(&mut app, Action::Render))[0].id;
+    let b = submitted(&update(&mut app, Action::Render))[0].id;
+    assert_ne!(a, b);
+    assert!(app.message.as_ref().unwrap().text.contains("1 ahead"));
+    ev(&mut app, Event::Started { id: a, seed: 1 });
+    let effects = update(&mut app, Action::Cancel);
+    assert_eq!(effects, vec![Effect::Cancel(a)]);
+    assert!(app.queue[0].cancelling);
+    ev(
+        &mut app,
+        Event::Cancelled {
+            id: a,
+            paths: vec![],
+        },
+    );
+    assert_eq!(app.queue[0].state, JobState::Cancelled);
+    // The queued one can be removed from the queue panel.
+    update(&mut app, Action::FocusNext);
+    update(&mut app, Action::FocusNext);
+    update(&mut app, Action::FocusNext);
+    assert_eq!(app.focus, Focus::Queue);
+    update(&mut app, Action::Down);
+    assert_eq!(update(&mut app, Action::Delete), vec![Effect::Cancel(b)]);
+    // A finished one is removed outright; stale events for it are dropped.
+    update(&mut app, Action::Up);
+    update(&mut app, Action::Delete);
+    assert!(app.queue.iter().all(|j| j.id != a));
+    ev(
+        &mut app,
+        Event::Done {
+            id: a,
+            paths: vec![],
+        },
+    );
+    assert!(app.queue.iter().all(|j| j.id != a));
+}
+
+#[test]
+fn render_without_model_or_with_a_bad_value_is_refused_with_the_reason() {
+    let mut app = App::new(Params::default(), "a fox", "");
+    assert!(update(&mut app, Action::Render).is_empty());
+    assert!(app.message.as_ref().unwrap().text.contains("no model"));
+    let mut app = app_with_model();
+    app.focus = Focus::Params;
+    app.field = Field::Steps;
+    update(&mut app, Action::Backspace);
+    type_text(&mut app, "0");
+    update(&mut app, Action::Enter);
+    assert!(app
+        .field_error
+        .as_ref()
+        .unwrap()
+        .contains("steps must be between 1 and 1000"));
+    assert_eq!(
+        app.field_input.as_deref(),
+        Some("0"),
+        "the refused text stays for fixing"
+    );
+    assert_eq!(app.params.steps, 20);
+    assert!(update(&mut app, Action::Render).is_empty());
+    update(&mut app, Action::Backspace);
+    type_text(&mut app, "12");
+    update(&mut app, Action::Enter);
+    assert_eq!((app.params.steps, app.field_error.clone()), (12, None));
+    update(&mut app, Action::Down);
+    type_text(&mut app, "abc");
+    update(&mut app, Action::Enter);
+    assert!(app
+        .field_error
+        .as_ref()
+        .unwrap()
+        .contains("cfg takes a number"));
+    update(&mut app, Action::Cancel);
+    assert_eq!(app.field_input, None);
+    // A worker failure is shown and marks the job.
+    let id = submitted(&update(&mut app, Action::Render))[0].id;
+    ev(
+        &mut app,
+        Event::Failed {
+            id,
+            message: "cannot load the model models/tiny: gone".into(),
+        },
+    );
+    assert!(matches!(app.queue[0].state, JobState::Failed(_)));
+    assert!(app.message.as_ref().unwrap().text.contains("gone"));
+}
+
+#[test]
+fn seed_lock_new_and_reuse() {
+    let mut app = app_with_model();
+    update(&mut app, Action::SeedReuse);
+    assert!(app
+        .message
+        .as_ref()
+        .unwrap()
+        .text
+        .contains("no seed to reuse"));
+    let id = submitted(&update(&mut app, Action::Render))[0].id;
+    ev(&mut app, Event::Started { id, seed: 1234 });
+    update(&mut app, Action::SeedReuse);
+    assert!(app.params.seed_locked);
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.seed, Some(1234));
+    update(&mut app, Action::SeedLock);
+    assert!(!app.params.seed_locked);
+    assert_eq!(
+        submitted(&update(&mut app, Action::Render))[0].patch.seed,
+        None
+    );
+}
+
+#[test]
+fn presets_save_then_load_stacks_onto_the_editors() {
+    let mut app = app_with_model();
+    type_text(&mut app, "a red fox");
+    app.params.steps = 30;
+    update(&mut app, Action::SavePreset);
+    assert!(matches!(app.overlay, Overlay::SavePreset(_)));
+    type_text(&mut app, "bad name/");
+    update(&mut app, Action::Enter);
+    assert!(
+        matches!(app.overlay, Overlay::SavePreset(_)),
+        "a bad name keeps the dialog open"
+    );
+    for _ in 0.."bad name/".len() {
+        update(&mut app, Action::Backspace);
+    }
+    type_text(&mut app, "fox");
+    let effects = update(&mut app, Action::Enter);
+    let Effect::SavePreset { name, patch } = &effects[0] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(name, "fox");
+    assert_eq!(
+        (patch.steps, patch.prompt.as_deref()),
+        (Some(30), Some("a red fox"))
+    );
+    assert_eq!(
+        update(&mut app, Action::PresetSaved("fox".into())),
+        vec![Effect::ListPresets]
+    );
+
+    // Loading a style preset wraps the prompt being written and layers its fields.
+    assert_eq!(update(&mut app, Action::Presets), vec![Effect::ListPresets]);
+    update(
+        &mut app,
+        Action::PresetList(vec![
+            easel::tui::app::PresetRow {
+                name: "ink".into(),
+                builtin: false,
+                summary: String::new(),
+            },
+            easel::tui::app::PresetRow {
+                name: "fox".into(),
+                builtin: false,
+                summary: String::new(),
+            },
+        ]),
+    );
+    type_text(&mut app, "in");
+    assert_eq!(app.filtered_presets().len(), 1);
+    assert_eq!(
+        update(&mut app, Action::Enter),
+        vec![Effect::LoadPreset("ink".into())]
+    );
+    let style = RecipePatch {
+        prompt: Some("ink drawing of {prompt}".into()),
+        cfg: Some(5.0),
+        ..Default::default()
+    };
+    update(
+        &mut app,
+        Action::PresetLoaded {
+            name: "ink".into(),
+            patch: style,
+        },
+    );
+    assert_eq!(app.prompt.text(), "ink drawing of a red fox");
+    assert_eq!((app.params.cfg, app.params.steps), (5.0, 30));
+    update(&mut app, Action::Undo);
+    assert_eq!(
+        app.prompt.text(),
+        "a red fox",
+        "loading a preset is one undoable edit"
+    );
+
+    // Delete asks first.
+    update(&mut app, Action::Presets);
+    update(
+        &mut app,
+        Action::PresetList(vec![easel::tui::app::PresetRow {
+            name: "fox".into(),
+            builtin: false,
+            summary: String::new(),
+        }]),
+    );
+    assert!(update(&mut app, Action::Delete).is_empty());
+    assert_eq!(
+        update(&mut app, Action::Insert('y')),
+        vec![Effect::DeletePreset("fox".into())]
+    );
+}
+
+#[test]
+fn editor_keys_weight_nudge_and_quit() {
+    let mut app = app_with_model();
+    type_text(&mut app, "a red fox");
+    update(&mut app, Action::WeightUp);
+    assert_eq!(app.prompt.text(), "a red (fox:1.1)");
+    update(&mut app, Action::WeightUp);
+    assert_eq!(app.prompt.text(), "a red (fox:1.2)");
+    // The cursor stays on the word, so nudges repeat; End leaves the group.
+    update(&mut app, Action::End);
+    update(&mut app, Action::Paste("\r\nsnow".into()));
+    assert_eq!(app.prompt.text(), "a red (fox:1.2)\nsnow");
+    update(&mut app, Action::Down);
+    assert_eq!(
+        app.focus,
+        Focus::Negative,
+        "Down from the last line moves on"
+    );
+    type_text(&mut app, "blur");
+    assert_eq!(app.negative.text(), "blur");
+    update(&mut app, Action::Help);
+    assert_eq!(app.overlay, Overlay::Help);
+    update(&mut app, Action::Cancel);
+    assert_eq!(app.overlay, Overlay::None);
+    let id = submitted(&update(&mut app, Action::Render))[0].id;
+    let effects = update(&mut app, Action::Quit);
+    assert_eq!(
+        effects,
+        vec![Effect::Cancel(id), Effect::SaveSession, Effect::Quit]
+    );
+    assert!(app.quit);
+}
