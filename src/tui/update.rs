@@ -397,8 +397,10 @@ fn params_action(app: &mut App, action: Action) {
                         ));
                     }
                     Err(e) => {
-                        // Refused in place: the text stays for fixing, with the reason.
+                        // Refused in place: the text stays for fixing, with the reason (also
+                        // in the message line, which has room for all of it).
                         app.field_input = Some(text);
+                        app.error(e.clone());
                         app.field_error = Some(e);
                     }
                 }

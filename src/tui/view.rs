@@ -384,33 +384,46 @@ fn popup(area: Rect, width: u16, height: u16) -> Rect {
 }
 
 fn help_overlay(frame: &mut Frame, area: Rect, help: &[(String, String)], theme: Theme) {
-    let rect = popup(area, 76, help.len() as u16 + 6);
+    const NOTES: [&str; 3] = [
+        "params: Up/Down pick, Left/Right change, type + Enter",
+        "queue: Up/Down pick, Del cancels or removes",
+        "keys: keymap.toml in easel's config folder",
+    ];
+    // One column with every key where it fits; else two columns with each action's first key.
+    let one_column = area.height as usize >= help.len() + NOTES.len() + 2 && area.width >= 76;
+    let rows = if one_column { help.len() } else { help.len().div_ceil(2) };
+    let rect = popup(area, 78, (rows + NOTES.len() + 2) as u16);
     frame.render_widget(Clear, rect);
-    let mut lines: Vec<Line> = help
-        .iter()
-        .map(|(k, d)| {
-            Line::from(vec![
-                Span::styled(format!("{k:>22} "), theme.fg(Color::Cyan)),
-                Span::raw(d.clone()),
-            ])
-        })
-        .collect();
-    lines.push(Line::from(format!(
-        "{:>22} params: Up/Down pick, Left/Right change, type + Enter",
-        ""
-    )));
-    lines.push(Line::from(format!(
-        "{:>22} queue: Up/Down pick, Del cancels or removes",
-        ""
-    )));
-    lines.push(Line::from(format!(
-        "{:>22} keys: keymap.toml in easel's config folder",
-        ""
-    )));
-    frame.render_widget(
-        Paragraph::new(lines).block(block(" Keys (Esc closes) ", true, theme)),
-        rect,
-    );
+    let b = block(" Keys (Esc closes) ", true, theme);
+    let inner = b.inner(rect);
+    frame.render_widget(b, rect);
+    let entry = |(k, d): &(String, String), key_width: usize, all_keys: bool| {
+        let k = if all_keys { k.as_str() } else { k.split(", ").next().unwrap_or("") };
+        Line::from(vec![
+            Span::styled(format!("{k:>key_width$} "), theme.fg(Color::Cyan)),
+            Span::raw(d.clone()),
+        ])
+    };
+    let parts = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Length(rows as u16), Constraint::Min(0)])
+        .split(inner);
+    if one_column {
+        let lines: Vec<Line> = help.iter().map(|h| entry(h, 22, true)).collect();
+        frame.render_widget(Paragraph::new(lines), parts[0]);
+    } else {
+        let halves = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
+            .split(parts[0]);
+        let (left, right) = help.split_at(rows.min(help.len()));
+        for (half, list) in [(halves[0], left), (halves[1], right)] {
+            let lines: Vec<Line> = list.iter().map(|h| entry(h, 10, false)).collect();
+            frame.render_widget(Paragraph::new(lines), half);
+        }
+    }
+    let notes: Vec<Line> = NOTES.iter().map(|n| Line::from(format!(" {n}"))).collect();
+    frame.render_widget(Paragraph::new(notes), parts[1]);
 }
 
 fn save_overlay(frame: &mut Frame, area: Rect, name: &Editor, theme: Theme) {

@@ -1,0 +1,167 @@
+//! The studio's screens drawn into ratatui's TestBackend and compared with the committed
+//! snapshots (tests/snapshots/), at 80x24 and 160x48.
+use easel::tui::app::{App, Focus, JobState, Overlay, PresetRow};
+use easel::tui::editor::Editor;
+use easel::tui::keymap::Keymap;
+use easel::tui::params::{Field, Params};
+use easel::tui::tokens::TokenCounter;
+use easel::tui::update::{update, Action};
+use easel::tui::view::{draw, Theme};
+use easel::worker::{Event, Picture};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let keymap = Keymap::new(None).unwrap();
+    let mut term = Terminal::new(TestBackend::new(width, height)).unwrap();
+    term.draw(|f| draw(f, app, &keymap.help, None, Theme { color: false }))
+        .unwrap();
+    format!("{}", term.backend())
+}
+
+fn studio() -> App {
+    let params = Params {
+        model: Some("tests/fixtures/tiny-sd1".into()),
+        ..Params::default()
+    };
+    let mut app = App::new(params, "a red fox in the snow, (detailed:1.2)", "blurry");
+    let n = TokenCounter::new().count(app.prompt.text()).unwrap();
+    app.token_count = (n, 1);
+    app
+}
+
+fn rendering() -> App {
+    let mut app = studio();
+    let now = Instant::now();
+    update(&mut app, Action::Render);
+    update(&mut app, Action::Render);
+    for e in [
+        Event::Loaded {
+            model: "tests/fixtures/tiny-sd1".into(),
+            device: "cpu".into(),
+            dtype: "fp32".into(),
+            seconds: 1.5,
+        },
+        Event::Started { id: 1, seed: 7 },
+        Event::Progress {
+            id: 1,
+            image: 0,
+            images: 1,
+            step: 5,
+            steps: 20,
+            preview: Some(Picture {
+                width: 1,
+                height: 1,
+                rgb: vec![0, 0, 0],
+            }),
+        },
+    ] {
+        update(&mut app, Action::Worker(e, now));
+    }
+    app.status.rss_mb = Some(512);
+    app
+}
+
+fn finished() -> App {
+    let mut app = rendering();
+    let path = PathBuf::from("outputs/20260101-120000-7-0.png");
+    let picture = Picture {
+        width: 64,
+        height: 64,
+        rgb: vec![0; 64 * 64 * 3],
+    };
+    let now = Instant::now();
+    update(
+        &mut app,
+        Action::Worker(
+            Event::Image {
+                id: 1,
+                path: path.clone(),
+                picture,
+                seconds: 3.0,
+            },
+            now,
+        ),
+    );
+    update(
+        &mut app,
+        Action::Worker(
+            Event::Done {
+                id: 1,
+                paths: vec![path],
+            },
+            now,
+        ),
+    );
+    app
+}
+
+#[test]
+fn main_screen() {
+    let app = studio();
+    insta::assert_snapshot!("main_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("main_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn rendering_with_a_queue() {
+    let app = rendering();
+    assert!(matches!(app.queue[0].state, JobState::Rendering { .. }));
+    insta::assert_snapshot!("rendering_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("rendering_160x48", screen(&app, 160, 48));
+}
+
+#[test]
+fn finished_result_and_its_path() {
+    let app = finished();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("done: outputs/20260101-120000-7-0.png"), "{s}");
+    insta::assert_snapshot!("finished_80x24", s);
+}
+
+#[test]
+fn refused_parameter_shows_the_reason() {
+    let mut app = studio();
+    app.focus = Focus::Params;
+    app.field = Field::Steps;
+    update(&mut app, Action::Insert('0'));
+    update(&mut app, Action::Enter);
+    insta::assert_snapshot!("refused_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn help_and_presets_overlays() {
+    let mut app = studio();
+    update(&mut app, Action::Help);
+    insta::assert_snapshot!("help_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!("help_160x48", screen(&app, 160, 48));
+    app.overlay = Overlay::Presets {
+        filter: Editor::new(""),
+        selected: 1,
+        confirm_delete: None,
+    };
+    app.presets = vec![
+        PresetRow {
+            name: "fast".into(),
+            builtin: true,
+            summary: "steps 12, cfg 5".into(),
+        },
+        PresetRow {
+            name: "ink".into(),
+            builtin: false,
+            summary: "prompt \"ink drawing of {prompt}\"".into(),
+        },
+    ];
+    insta::assert_snapshot!("presets_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn weighting_syntax_is_not_counted_as_tokens() {
+    let counter = TokenCounter::new();
+    let plain = counter.count("a red fox, detailed").unwrap();
+    assert_eq!(counter.count("a (red:1.3) fox, [detailed]"), Some(plain));
+    assert_eq!(counter.count("a red fox <lora:ink:0.5>, detailed"), Some(plain));
+    assert!(plain > 0);
+}
