@@ -1,0 +1,149 @@
+//! The real binary in tmux on the tiny model: type a prompt, render, watch progress and the
+//! finished file's path, save a preset, load it back, quit, and find the terminal restored.
+//! Skips (saying why) only when tmux is not installed.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn text(&self, text: &str) {
+        self.run(&["send-keys", "-t", &self.session, "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    /// Polls the screen until `want` shows, recording every screen seen; panics after `secs`.
+    fn wait_for(&self, want: &str, secs: u64, seen: &mut Vec<String>) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(want) {
+                return s;
+            }
+            seen.push(s.clone());
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("\"{want}\" did not appear in {secs} s; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+fn tmux_present() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn write_session(home: &Path, model: &Path) {
+    let data = home.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let session = serde_json::json!({
+        "prompt": "",
+        "negative_prompt": "",
+        "params": { "model": model.display().to_string(), "steps": 4, "seed": 7, "seed_locked": true }
+    });
+    std::fs::write(data.join("session.json"), session.to_string()).unwrap();
+}
+
+#[test]
+fn studio_renders_saves_a_preset_and_restores_the_terminal() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    write_session(&home, &model);
+    let script = format!(
+        "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; \
+         echo \"EASEL-EXIT $?\"; stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' '; echo; sleep 300",
+        root.path().display(),
+        home.display(),
+        env!("CARGO_BIN_EXE_easel"),
+    );
+    let tmux = Tmux {
+        session: format!("easel-e2e-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux.session, "-x", "100", "-y", "30", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let mut seen = Vec::new();
+    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    tmux.text("a red fox");
+    tmux.wait_for("Prompt 3/75", 10, &mut seen);
+    tmux.keys(&["F5"]);
+    let done = tmux.wait_for("done: outputs/", 300, &mut seen);
+    assert!(
+        seen.iter().any(|s| s.contains("step ") || s.contains("loading")),
+        "progress was shown while rendering"
+    );
+    let line = done.lines().find(|l| l.contains("done: outputs/")).unwrap();
+    let rel = line.trim().trim_start_matches("done: ").trim();
+    let png = root.path().join(rel);
+    assert!(png.is_file(), "{} exists", png.display());
+    let recipe = easel::output::png::read_recipe(&png).unwrap().unwrap();
+    assert_eq!((recipe.prompt.as_str(), recipe.seed, recipe.steps), ("a red fox", 7, 4));
+    assert!(done.contains("#1 done seed 7"), "{done}");
+
+    // Save the settings as a preset, then load it back from the presets panel.
+    tmux.keys(&["C-s"]);
+    tmux.wait_for("Save preset as", 10, &mut seen);
+    tmux.text("e2efox");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("saved preset e2efox", 10, &mut seen);
+    let preset = home.join("config/presets/e2efox.toml");
+    let text = std::fs::read_to_string(&preset).unwrap();
+    assert!(text.contains("steps = 4") && text.contains("a red fox"), "{text}");
+    tmux.keys(&["C-p"]);
+    tmux.wait_for("filter:", 10, &mut seen);
+    tmux.text("e2e");
+    tmux.wait_for("sets: ", 10, &mut seen);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("loaded preset e2efox", 10, &mut seen);
+
+    tmux.keys(&["C-q"]);
+    let end = tmux.wait_for("EASEL-EXIT", 30, &mut seen);
+    assert!(end.contains("EASEL-EXIT 0"), "{end}");
+    let modes = end
+        .lines()
+        .skip_while(|l| !l.contains("EASEL-EXIT"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        modes.split_whitespace().any(|m| m == "icanon") && modes.split_whitespace().any(|m| m == "echo"),
+        "the terminal is back in cooked mode with echo: {modes:?}"
+    );
+    assert!(!end.contains("Prompt 3/75"), "the alternate screen is gone:\n{end}");
+    let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
+    assert!(session.contains("a red fox, a red fox"), "the stacked preset prompt is kept: {session}");
+}
