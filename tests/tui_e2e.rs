@@ -147,3 +147,55 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("a red fox, a red fox"), "the stacked preset prompt is kept: {session}");
 }
+
+#[test]
+fn sigterm_quits_cleanly_and_restores_the_terminal() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    write_session(&home, &model);
+    // A unique --out names this process for pgrep.
+    let out = root.path().join("sigterm-outputs");
+    let script = format!(
+        "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}'; \
+         echo \"EASEL-EXIT $?\"; stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' '; echo; sleep 300",
+        home.display(),
+        env!("CARGO_BIN_EXE_easel"),
+        out.display(),
+    );
+    let tmux = Tmux {
+        session: format!("easel-e2e-term-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux.session, "-x", "80", "-y", "24", "sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let mut seen = Vec::new();
+    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    tmux.text("kept across a kill");
+    tmux.wait_for("kept across a kill", 10, &mut seen);
+    let killed = Command::new("pkill")
+        // The shell's command line quotes the path, so this matches the studio alone.
+        .args(["-TERM", "-f", &format!("easel tui --graphics halfblocks --out {}", out.display())])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the studio process was found");
+    let end = tmux.wait_for("EASEL-EXIT", 30, &mut seen);
+    assert!(end.contains("EASEL-EXIT 0"), "{end}");
+    let modes = end
+        .lines()
+        .skip_while(|l| !l.contains("EASEL-EXIT"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        modes.split_whitespace().any(|m| m == "icanon") && modes.split_whitespace().any(|m| m == "echo"),
+        "the terminal is back in cooked mode with echo: {modes:?}"
+    );
+    let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
+    assert!(session.contains("kept across a kill"), "{session}");
+}
