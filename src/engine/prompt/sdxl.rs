@@ -159,10 +159,13 @@ impl<'a> SdxlPromptEncoder<'a> {
         let mut pooled = None;
         for (i, (a, b)) in one.iter().zip(&two).enumerate() {
             let first = self.hidden(self.encoder, a, self.first.embeddings)?;
-            let second = self.hidden(self.encoder_2.text_model(), b, self.second.embeddings)?;
-            if i == 0 {
-                pooled = Some(self.pooled(b)?);
-            }
+            let second = if i == 0 {
+                let (hidden, p) = self.hidden_and_pooled(b)?;
+                pooled = Some(p);
+                hidden
+            } else {
+                self.hidden(self.encoder_2.text_model(), b, self.second.embeddings)?
+            };
             parts.push(Tensor::cat(&[first, second], -1));
         }
         let pooled = pooled.ok_or_else(|| EngineError::Invalid("a prompt has no chunks".into()))?;
@@ -190,7 +193,22 @@ impl<'a> SdxlPromptEncoder<'a> {
         Ok(apply_emphasis(hidden, &chunk.multipliers))
     }
 
-    /// The second encoder's projected pooled output of a chunk (unweighted, as A1111's).
+    /// The second encoder's weighted hidden state of a chunk and its projected pooled output
+    /// (unweighted, as A1111's); one pass through the encoder when no embedding is in it.
+    fn hidden_and_pooled(&self, chunk: &Chunk) -> Result<(Tensor, Tensor)> {
+        if !chunk.fixes.is_empty() {
+            let model = self.encoder_2.text_model();
+            let hidden = self.hidden(model, chunk, self.second.embeddings)?;
+            return Ok((hidden, self.pooled(chunk)?));
+        }
+        let ids = Tensor::from_slice(&chunk.ids).unsqueeze(0);
+        let out = self.encoder_2.forward(&ids)?;
+        let layer = self.encoder_2.text_model().num_layers() - self.skip;
+        let hidden = out.text.hidden_states[layer].shallow_clone();
+        Ok((apply_emphasis(hidden, &chunk.multipliers), out.text_embeds))
+    }
+
+    /// The second encoder's projected pooled output of a chunk with embeddings in it.
     fn pooled(&self, chunk: &Chunk) -> Result<Tensor> {
         let model = self.encoder_2.text_model();
         let ids = Tensor::from_slice(&chunk.ids).unsqueeze(0);
