@@ -93,7 +93,19 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
         session: format!("easel-e2e-{}", std::process::id()),
     };
     let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &tmux.session, "-x", "100", "-y", "30", "sh", "-c", &script])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ])
         .status()
         .unwrap();
     assert!(started.success());
@@ -104,7 +116,8 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     tmux.keys(&["F5"]);
     let done = tmux.wait_for("done: outputs/", 300, &mut seen);
     assert!(
-        seen.iter().any(|s| s.contains("step ") || s.contains("loading")),
+        seen.iter()
+            .any(|s| s.contains("step ") || s.contains("loading")),
         "progress was shown while rendering"
     );
     let line = done.lines().find(|l| l.contains("done: outputs/")).unwrap();
@@ -112,7 +125,10 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     let png = root.path().join(rel);
     assert!(png.is_file(), "{} exists", png.display());
     let recipe = easel::output::png::read_recipe(&png).unwrap().unwrap();
-    assert_eq!((recipe.prompt.as_str(), recipe.seed, recipe.steps), ("a red fox", 7, 4));
+    assert_eq!(
+        (recipe.prompt.as_str(), recipe.seed, recipe.steps),
+        ("a red fox", 7, 4)
+    );
     assert!(done.contains("#1 done seed 7"), "{done}");
 
     // Save the settings as a preset, then load it back from the presets panel.
@@ -123,7 +139,10 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     tmux.wait_for("saved preset e2efox", 10, &mut seen);
     let preset = home.join("config/presets/e2efox.toml");
     let text = std::fs::read_to_string(&preset).unwrap();
-    assert!(text.contains("steps = 4") && text.contains("a red fox"), "{text}");
+    assert!(
+        text.contains("steps = 4") && text.contains("a red fox"),
+        "{text}"
+    );
     tmux.keys(&["C-p"]);
     tmux.wait_for("filter:", 10, &mut seen);
     tmux.text("e2e");
@@ -140,12 +159,19 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
         .nth(1)
         .unwrap_or_default();
     assert!(
-        modes.split_whitespace().any(|m| m == "icanon") && modes.split_whitespace().any(|m| m == "echo"),
+        modes.split_whitespace().any(|m| m == "icanon")
+            && modes.split_whitespace().any(|m| m == "echo"),
         "the terminal is back in cooked mode with echo: {modes:?}"
     );
-    assert!(!end.contains("Prompt 3/75"), "the alternate screen is gone:\n{end}");
+    assert!(
+        !end.contains("Prompt 3/75"),
+        "the alternate screen is gone:\n{end}"
+    );
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
-    assert!(session.contains("a red fox, a red fox"), "the stacked preset prompt is kept: {session}");
+    assert!(
+        session.contains("a red fox, a red fox"),
+        "the stacked preset prompt is kept: {session}"
+    );
 }
 
 #[test]
@@ -171,7 +197,19 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
         session: format!("easel-e2e-term-{}", std::process::id()),
     };
     let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &tmux.session, "-x", "80", "-y", "24", "sh", "-c", &script])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "80",
+            "-y",
+            "24",
+            "sh",
+            "-c",
+            &script,
+        ])
         .status()
         .unwrap();
     assert!(started.success());
@@ -181,7 +219,11 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
     tmux.wait_for("kept across a kill", 10, &mut seen);
     let killed = Command::new("pkill")
         // The shell's command line quotes the path, so this matches the studio alone.
-        .args(["-TERM", "-f", &format!("easel tui --graphics halfblocks --out {}", out.display())])
+        .args([
+            "-TERM",
+            "-f",
+            &format!("easel tui --graphics halfblocks --out {}", out.display()),
+        ])
         .status()
         .unwrap();
     assert!(killed.success(), "the studio process was found");
@@ -193,7 +235,8 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
         .nth(1)
         .unwrap_or_default();
     assert!(
-        modes.split_whitespace().any(|m| m == "icanon") && modes.split_whitespace().any(|m| m == "echo"),
+        modes.split_whitespace().any(|m| m == "icanon")
+            && modes.split_whitespace().any(|m| m == "echo"),
         "the terminal is back in cooked mode with echo: {modes:?}"
     );
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();

@@ -162,6 +162,9 @@ fn weighting_syntax_is_not_counted_as_tokens() {
     let counter = TokenCounter::new();
     let plain = counter.count("a red fox, detailed").unwrap();
     assert_eq!(counter.count("a (red:1.3) fox, [detailed]"), Some(plain));
-    assert_eq!(counter.count("a red fox <lora:ink:0.5>, detailed"), Some(plain));
+    assert_eq!(
+        counter.count("a red fox <lora:ink:0.5>, detailed"),
+        Some(plain)
+    );
     assert!(plain > 0);
 }

@@ -66,13 +66,26 @@ fn renders_the_diffusers_image_and_keeps_the_model_loaded() {
     let w = worker(out.path(), 1);
     w.submit(fox(1, 4)).unwrap();
     w.submit(fox(2, 1)).unwrap();
-    let events = events_until(&w, |e| matches!(e, Event::Done { id: 2, .. } | Event::Failed { .. }));
-    let loads = events.iter().filter(|e| matches!(e, Event::Loading { .. })).count();
-    assert_eq!(loads, 1, "the second job reuses the loaded model: {events:?}");
+    let events = events_until(&w, |e| {
+        matches!(e, Event::Done { id: 2, .. } | Event::Failed { .. })
+    });
+    let loads = events
+        .iter()
+        .filter(|e| matches!(e, Event::Loading { .. }))
+        .count();
+    assert_eq!(
+        loads, 1,
+        "the second job reuses the loaded model: {events:?}"
+    );
     let steps: Vec<usize> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Progress { id: 1, step, preview, .. } => {
+            Event::Progress {
+                id: 1,
+                step,
+                preview,
+                ..
+            } => {
                 assert!(preview.is_some(), "a preview every step");
                 Some(*step)
             }
@@ -93,15 +106,27 @@ fn renders_the_diffusers_image_and_keeps_the_model_loaded() {
     // model: diffusers' image (8-bit rounding may move a pixel by one).
     let expected = Reference::open("pipeline.safetensors").get("cli-fox");
     let expected: Vec<u8> = Vec::try_from(
-        &(expected * 255.0).round().to_kind(tch::Kind::Uint8).contiguous().view([-1]),
+        &(expected * 255.0)
+            .round()
+            .to_kind(tch::Kind::Uint8)
+            .contiguous()
+            .view([-1]),
     )
     .unwrap();
     let pixels = decoded_rgb(&paths[0]);
     assert_eq!(pixels.len(), expected.len());
-    let worst = pixels.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+    let worst = pixels
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
     assert!(worst <= 1, "pixels differ from diffusers by up to {worst}");
     let recipe = easel::output::png::read_recipe(&paths[0]).unwrap().unwrap();
-    assert_eq!((recipe.seed, recipe.steps, recipe.prompt.as_str()), (7, 4, "a red fox"));
+    assert_eq!(
+        (recipe.seed, recipe.steps, recipe.prompt.as_str()),
+        (7, 4, "a red fox")
+    );
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 2);
     w.shutdown();
@@ -124,15 +149,29 @@ fn cancel_stops_within_a_step_and_queued_jobs_never_start() {
         }
         matches!(e, Event::Cancelled { id: 2, .. })
     });
-    assert!(events.contains(&Event::Cancelled { id: 1, paths: vec![] }), "{events:?}");
+    assert!(
+        events.contains(&Event::Cancelled {
+            id: 1,
+            paths: vec![]
+        }),
+        "{events:?}"
+    );
     assert!(
         steps_after_cancel.unwrap() <= 1,
         "the running job stops within one step: {events:?}"
     );
-    assert!(!events.iter().any(|e| matches!(e, Event::Started { id: 2, .. })));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Started { id: 2, .. })));
     let pngs = std::fs::read_dir(out.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
         .count();
     assert_eq!(pngs, 0, "a cancelled render writes nothing");
     w.shutdown();
@@ -145,10 +184,15 @@ fn a_missing_model_fails_the_job_with_what_to_do() {
     let mut job = fox(1, 1);
     job.patch.model = Some(out.path().join("nope").display().to_string());
     w.submit(job).unwrap();
-    let events = events_until(&w, |e| matches!(e, Event::Failed { .. } | Event::Done { .. }));
+    let events = events_until(&w, |e| {
+        matches!(e, Event::Failed { .. } | Event::Done { .. })
+    });
     let Some(Event::Failed { message, .. }) = events.last() else {
         panic!("{events:?}")
     };
-    assert!(message.contains("cannot load the model") && message.contains("nope"), "{message}");
+    assert!(
+        message.contains("cannot load the model") && message.contains("nope"),
+        "{message}"
+    );
     w.shutdown();
 }

@@ -6,34 +6,18 @@ use std::collections::HashMap;
 
 /// Named actions, their default keys, and what the help overlay says of them.
 pub const DEFAULTS: &[(&str, &[&str], &str)] = &[
-    (
-        "render",
-        &["ctrl-enter", "f5"],
-        "render (queues if busy)",
-    ),
+    ("render", &["ctrl-enter", "f5"], "render (queues if busy)"),
     ("cancel", &["esc"], "close / cancel the render"),
     ("quit", &["ctrl-q"], "quit (session is kept)"),
     ("help", &["f1"], "help (? outside editors)"),
     ("save_preset", &["ctrl-s"], "save settings as preset"),
-    (
-        "presets",
-        &["ctrl-p", "f3"],
-        "presets panel",
-    ),
+    ("presets", &["ctrl-p", "f3"], "presets panel"),
     ("focus_next", &["tab"], "next panel"),
     ("focus_prev", &["backtab"], "previous panel"),
     ("undo", &["ctrl-z"], "undo"),
     ("redo", &["ctrl-y"], "redo"),
-    (
-        "weight_up",
-        &["ctrl-up"],
-        "weight of word +0.1",
-    ),
-    (
-        "weight_down",
-        &["ctrl-down"],
-        "weight of word -0.1",
-    ),
+    ("weight_up", &["ctrl-up"], "weight of word +0.1"),
+    ("weight_down", &["ctrl-down"], "weight of word -0.1"),
     ("word_left", &["ctrl-left", "alt-b"], "previous word"),
     ("word_right", &["ctrl-right", "alt-f"], "next word"),
     (
@@ -43,23 +27,11 @@ pub const DEFAULTS: &[(&str, &[&str], &str)] = &[
     ),
     ("home", &["home", "ctrl-a"], "start of line"),
     ("end", &["end", "ctrl-e"], "end of line"),
-    (
-        "seed_lock",
-        &["ctrl-l"],
-        "lock seed / new each time",
-    ),
-    (
-        "seed_reuse",
-        &["ctrl-r"],
-        "reuse last seed, locked",
-    ),
+    ("seed_lock", &["ctrl-l"], "lock seed / new each time"),
+    ("seed_reuse", &["ctrl-r"], "reuse last seed, locked"),
     ("result_prev", &["f7"], "previous result"),
     ("result_next", &["f8"], "next result"),
-    (
-        "compare",
-        &["f9"],
-        "A/B compare (pin, pick)",
-    ),
+    ("compare", &["f9"], "A/B compare (pin, pick)"),
 ];
 
 fn named(name: &str) -> Option<Action> {

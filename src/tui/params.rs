@@ -285,7 +285,7 @@ fn parse_size(text: &str) -> Result<Option<(u32, u32)>, String> {
     let h: u32 = h.trim().parse().map_err(|_| bad())?;
     recipe::check_side("width", w).map_err(|e| e.to_string())?;
     recipe::check_side("height", h).map_err(|e| e.to_string())?;
-    if w % 8 != 0 || h % 8 != 0 {
+    if !w.is_multiple_of(8) || !h.is_multiple_of(8) {
         return Err(format!("size {w}x{h} is not a multiple of 8 on both sides"));
     }
     Ok(Some((w, h)))

@@ -304,16 +304,8 @@ fn editor_action(app: &mut App, action: Action) {
         Action::Enter => e.insert_char('\n'),
         Action::Left => e.left(),
         Action::Right => e.right(),
-        Action::Up => {
-            if !e.vertical(-1) {
-                leave = Some(false);
-            }
-        }
-        Action::Down => {
-            if !e.vertical(1) {
-                leave = Some(true);
-            }
-        }
+        Action::Up if !e.vertical(-1) => leave = Some(false),
+        Action::Down if !e.vertical(1) => leave = Some(true),
         Action::WordLeft => e.word_left(),
         Action::WordRight => e.word_right(),
         Action::Home => e.home(),

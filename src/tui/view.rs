@@ -391,14 +391,22 @@ fn help_overlay(frame: &mut Frame, area: Rect, help: &[(String, String)], theme:
     ];
     // One column with every key where it fits; else two columns with each action's first key.
     let one_column = area.height as usize >= help.len() + NOTES.len() + 2 && area.width >= 76;
-    let rows = if one_column { help.len() } else { help.len().div_ceil(2) };
+    let rows = if one_column {
+        help.len()
+    } else {
+        help.len().div_ceil(2)
+    };
     let rect = popup(area, 78, (rows + NOTES.len() + 2) as u16);
     frame.render_widget(Clear, rect);
     let b = block(" Keys (Esc closes) ", true, theme);
     let inner = b.inner(rect);
     frame.render_widget(b, rect);
     let entry = |(k, d): &(String, String), key_width: usize, all_keys: bool| {
-        let k = if all_keys { k.as_str() } else { k.split(", ").next().unwrap_or("") };
+        let k = if all_keys {
+            k.as_str()
+        } else {
+            k.split(", ").next().unwrap_or("")
+        };
         Line::from(vec![
             Span::styled(format!("{k:>key_width$} "), theme.fg(Color::Cyan)),
             Span::raw(d.clone()),
