@@ -148,7 +148,39 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     tmux.text("e2e");
     tmux.wait_for("sets: ", 10, &mut seen);
     tmux.keys(&["Enter"]);
-    tmux.wait_for("loaded preset e2efox", 10, &mut seen);
+    let stacked = tmux.wait_for("loaded preset e2efox", 10, &mut seen);
+    assert!(
+        stacked.contains("a red fox, a red fox"),
+        "presets stack onto the prompt:\n{stacked}"
+    );
+
+    // The gallery lists the render from the history: favourite it, load it, trash it.
+    tmux.keys(&["C-g"]);
+    tmux.wait_for("seed 7 a red fox", 10, &mut seen);
+    tmux.keys(&["C-f"]);
+    let favourites = home.join("data/favourites.json");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&favourites).is_ok_and(|t| t.contains(rel)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the favourite was saved"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("loaded the recipe of", 10, &mut seen);
+    tmux.keys(&["C-g"]);
+    tmux.wait_for("seed 7 a red fox", 10, &mut seen);
+    tmux.keys(&["DC"]);
+    tmux.wait_for("to the trash? y/n", 10, &mut seen);
+    tmux.keys(&["y"]);
+    tmux.wait_for("data/trash/images", 10, &mut seen);
+    assert!(!png.exists(), "the image left the outputs folder");
+    assert!(home
+        .join("data/trash/images")
+        .join(png.file_name().unwrap())
+        .is_file());
+    tmux.keys(&["Escape"]);
 
     tmux.keys(&["C-q"]);
     let end = tmux.wait_for("EASEL-EXIT", 30, &mut seen);
@@ -169,8 +201,8 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     );
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(
-        session.contains("a red fox, a red fox"),
-        "the stacked preset prompt is kept: {session}"
+        session.contains("\"prompt\": \"a red fox\""),
+        "the recipe loaded from the gallery is kept: {session}"
     );
 }
 

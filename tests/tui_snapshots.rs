@@ -155,6 +155,23 @@ fn help_and_presets_overlays() {
         },
     ];
     insta::assert_snapshot!("presets_80x24", screen(&app, 80, 24));
+    update(&mut app, Action::Cancel);
+    update(&mut app, Action::Gallery);
+    let recipe = easel::recipe::Recipe::from_json(
+        r#"{"schema_version":1,"model":"m","prompt":"a red fox","sampler":"euler_a","steps":4,
+            "cfg":7.5,"seed":7,"width":64,"height":64,"batch_size":1,"device":"cpu","dtype":"fp32"}"#,
+    )
+    .unwrap();
+    update(
+        &mut app,
+        Action::GalleryList(vec![easel::tui::app::GalleryRow {
+            path: PathBuf::from("outputs/20260101-120000-7-0.png"),
+            time: "2026-01-01T12:00:00.000+00:00".into(),
+            recipe,
+            favourite: true,
+        }]),
+    );
+    insta::assert_snapshot!("gallery_80x24", screen(&app, 80, 24));
 }
 
 #[test]

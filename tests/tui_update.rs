@@ -383,3 +383,86 @@ fn editor_keys_weight_nudge_and_quit() {
     );
     assert!(app.quit);
 }
+
+#[test]
+fn gallery_search_favourite_load_and_trash() {
+    let mut app = app_with_model();
+    assert_eq!(update(&mut app, Action::Gallery), vec![Effect::ListGallery]);
+    let row = |name: &str, prompt: &str, seed: u64| {
+        let mut recipe = easel::recipe::Recipe::from_json(
+            r#"{"schema_version":1,"model":"m","prompt":"","sampler":"ddim","steps":9,"cfg":3.0,
+                "seed":0,"width":64,"height":64,"batch_size":1,"device":"cpu","dtype":"fp32"}"#,
+        )
+        .unwrap();
+        recipe.prompt = prompt.into();
+        recipe.seed = seed;
+        easel::tui::app::GalleryRow {
+            path: PathBuf::from(name),
+            time: "2026-01-01T12:00:00.000+00:00".into(),
+            recipe,
+            favourite: false,
+        }
+    };
+    update(
+        &mut app,
+        Action::GalleryList(vec![
+            row("a.png", "a red fox", 1),
+            row("b.png", "a lighthouse", 2),
+        ]),
+    );
+    type_text(&mut app, "LIGHT");
+    assert_eq!(app.filtered_gallery().len(), 1);
+    assert_eq!(
+        update(&mut app, Action::Favourite),
+        vec![Effect::SetFavourite {
+            path: "b.png".into(),
+            on: true
+        }]
+    );
+    for _ in 0..5 {
+        update(&mut app, Action::Backspace);
+    }
+    assert_eq!(
+        app.filtered_gallery()[0].path,
+        PathBuf::from("b.png"),
+        "favourites first"
+    );
+    update(&mut app, Action::Down);
+    assert!(
+        update(&mut app, Action::Delete).is_empty(),
+        "trashing asks first"
+    );
+    assert!(update(&mut app, Action::Insert('n')).is_empty());
+    update(&mut app, Action::Delete);
+    assert_eq!(
+        update(&mut app, Action::Insert('y')),
+        vec![Effect::TrashImage("a.png".into())]
+    );
+    update(
+        &mut app,
+        Action::Trashed {
+            path: "a.png".into(),
+            trashed: "trash/a.png".into(),
+        },
+    );
+    assert_eq!(app.gallery.len(), 1);
+    let effects = update(&mut app, Action::Enter);
+    let Some(Effect::LoadEntry { recipe, .. }) = effects.first().cloned() else {
+        panic!("{effects:?}")
+    };
+    update(
+        &mut app,
+        Action::EntryLoaded {
+            path: "b.png".into(),
+            recipe,
+            picture: Some(picture()),
+        },
+    );
+    assert_eq!(app.prompt.text(), "a lighthouse");
+    assert_eq!(
+        (app.params.seed, app.params.seed_locked, app.params.steps),
+        (2, true, 9)
+    );
+    assert_eq!(app.params.size, Some((64, 64)));
+    assert_eq!(app.results[0].path, PathBuf::from("b.png"));
+}

@@ -87,6 +87,15 @@ pub struct PresetRow {
     pub summary: String,
 }
 
+/// A past render as the gallery lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GalleryRow {
+    pub path: PathBuf,
+    pub time: String,
+    pub recipe: crate::recipe::Recipe,
+    pub favourite: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     None,
@@ -98,6 +107,12 @@ pub enum Overlay {
         selected: usize,
         /// Asked before deleting: the name awaiting y/n.
         confirm_delete: Option<String>,
+    },
+    Gallery {
+        filter: Editor,
+        selected: usize,
+        /// Asked before moving an image to the trash.
+        confirm_delete: Option<PathBuf>,
     },
 }
 
@@ -139,6 +154,7 @@ pub struct App {
     pub message: Option<Message>,
     pub overlay: Overlay,
     pub presets: Vec<PresetRow>,
+    pub gallery: Vec<GalleryRow>,
     pub token_count: (usize, usize),
     pub quit: bool,
     /// When the current step's timing started (for it/s).
@@ -167,6 +183,7 @@ impl App {
             message: None,
             overlay: Overlay::None,
             presets: Vec::new(),
+            gallery: Vec::new(),
             token_count: (0, 0),
             quit: false,
             step_clock: None,
@@ -208,5 +225,26 @@ impl App {
             .iter()
             .filter(|p| filter.is_empty() || p.name.to_lowercase().contains(&filter))
             .collect()
+    }
+
+    /// The gallery rows matching its search (prompt, negative prompt, model), favourites first.
+    pub fn filtered_gallery(&self) -> Vec<&GalleryRow> {
+        let filter = match &self.overlay {
+            Overlay::Gallery { filter, .. } => filter.text().to_lowercase(),
+            _ => String::new(),
+        };
+        let mut rows: Vec<&GalleryRow> = self
+            .gallery
+            .iter()
+            .filter(|g| {
+                let r = &g.recipe;
+                filter.is_empty()
+                    || [&r.prompt, &r.negative_prompt, &r.model]
+                        .iter()
+                        .any(|f| f.to_lowercase().contains(&filter))
+            })
+            .collect();
+        rows.sort_by_key(|g| !g.favourite);
+        rows
     }
 }

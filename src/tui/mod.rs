@@ -3,6 +3,7 @@
 //! and feeds worker events back. It never touches tch: the worker owns the engine.
 pub mod app;
 pub mod editor;
+pub mod gallery;
 pub mod images;
 pub mod keymap;
 pub mod params;
@@ -216,7 +217,10 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let saved = studio.save_session();
     drop(term);
     drop(guard);
-    worker.shutdown();
+    if !worker.shutdown_within(Duration::from_secs(3)) {
+        // Still loading or writing: leave no half-written PNG behind as the process ends.
+        crate::output::atomic::remove_inflight();
+    }
     result.and(saved)
 }
 
@@ -249,7 +253,7 @@ fn term_action(studio: &Studio, e: TermEvent, dirty: &mut bool) -> Option<Action
 fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
     let no_store = || {
         Action::EffectFailed(
-            "easel has no config folder for presets: set EASEL_HOME to a folder it may use".into(),
+            "easel has no folder for its files (presets, history): set EASEL_HOME to a folder it may use".into(),
         )
     };
     match effect {
@@ -293,6 +297,34 @@ fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
             },
             None => no_store(),
         }),
+        Effect::ListGallery => Some(match &studio.paths {
+            Some(paths) => match gallery::rows(paths) {
+                Ok(rows) => Action::GalleryList(rows),
+                Err(e) => Action::EffectFailed(e),
+            },
+            None => no_store(),
+        }),
+        Effect::LoadEntry { path, recipe } => {
+            let picture = gallery::decode(&path).ok();
+            Some(Action::EntryLoaded {
+                path,
+                recipe,
+                picture,
+            })
+        }
+        Effect::TrashImage(path) => Some(match &studio.paths {
+            Some(paths) => match gallery::trash(paths, &path) {
+                Ok(trashed) => Action::Trashed { path, trashed },
+                Err(e) => Action::EffectFailed(e),
+            },
+            None => no_store(),
+        }),
+        Effect::SetFavourite { path, on } => match &studio.paths {
+            Some(paths) => gallery::set_favourite(paths, &path, on)
+                .err()
+                .map(Action::EffectFailed),
+            None => Some(no_store()),
+        },
         Effect::Quit => None,
     }
 }

@@ -1,11 +1,14 @@
 //! Actions in, effects out: the studio's state machine. `update` performs no I/O; the runtime
 //! (tui::run) carries out the effects and feeds results back as actions.
-use super::app::{App, Focus, JobState, Overlay, PresetRow, QueueItem, ResultItem, STRIP_LEN};
+use super::app::{
+    App, Focus, GalleryRow, JobState, Overlay, PresetRow, QueueItem, ResultItem, STRIP_LEN,
+};
 use super::editor::Editor;
 use super::params::Field;
 use crate::presets::merge_prompt;
-use crate::recipe::RecipePatch;
-use crate::worker::{Event, Job};
+use crate::recipe::{Recipe, RecipePatch};
+use crate::worker::{Event, Job, Picture};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The weight step of Ctrl-Up/Down, as AUTOMATIC1111's default.
@@ -40,6 +43,9 @@ pub enum Action {
     Help,
     SavePreset,
     Presets,
+    Gallery,
+    /// In the gallery: mark or unmark the selected render as a favourite.
+    Favourite,
     SeedLock,
     SeedReuse,
     ResultPrev,
@@ -54,6 +60,17 @@ pub enum Action {
     },
     PresetSaved(String),
     PresetDeleted(String),
+    GalleryList(Vec<GalleryRow>),
+    /// A past render's recipe, loaded into the editors, and its pixels when readable.
+    EntryLoaded {
+        path: PathBuf,
+        recipe: Recipe,
+        picture: Option<Picture>,
+    },
+    Trashed {
+        path: PathBuf,
+        trashed: PathBuf,
+    },
     /// An effect the runtime could not carry out, in words for the user.
     EffectFailed(String),
     Memory(u64),
@@ -67,6 +84,10 @@ pub enum Effect {
     LoadPreset(String),
     SavePreset { name: String, patch: RecipePatch },
     DeletePreset(String),
+    ListGallery,
+    LoadEntry { path: PathBuf, recipe: Recipe },
+    TrashImage(PathBuf),
+    SetFavourite { path: PathBuf, on: bool },
     SaveSession,
     Quit,
 }
@@ -90,6 +111,50 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         Action::PresetDeleted(name) => {
             app.info(format!("deleted preset {name} (moved to the trash)"));
             vec![Effect::ListPresets]
+        }
+        Action::GalleryList(rows) => {
+            app.gallery = rows;
+            let n = app.filtered_gallery().len();
+            if let Overlay::Gallery { selected, .. } = &mut app.overlay {
+                *selected = (*selected).min(n.saturating_sub(1));
+            }
+            vec![]
+        }
+        Action::EntryLoaded {
+            path,
+            recipe,
+            picture,
+        } => {
+            app.prompt.set_text(&recipe.prompt);
+            app.negative.set_text(&recipe.negative_prompt);
+            app.params.apply(&RecipePatch::from_recipe(&recipe));
+            if let Some(picture) = picture {
+                app.results.insert(
+                    0,
+                    ResultItem {
+                        job: 0,
+                        path: path.clone(),
+                        picture,
+                    },
+                );
+                app.results.truncate(STRIP_LEN);
+                app.shown = 0;
+                app.compare = None;
+            }
+            app.info(format!("loaded the recipe of {}", path.display()));
+            vec![Effect::SaveSession]
+        }
+        Action::Trashed { path, trashed } => {
+            app.gallery.retain(|g| g.path != path);
+            let n = app.filtered_gallery().len();
+            if let Overlay::Gallery { selected, .. } = &mut app.overlay {
+                *selected = (*selected).min(n.saturating_sub(1));
+            }
+            app.results.retain(|r| r.path != path);
+            app.shown = app.shown.min(app.results.len().saturating_sub(1));
+            app.compare = None;
+            app.info(format!("moved {} to {}", path.display(), trashed.display()));
+            vec![]
         }
         Action::EffectFailed(text) => {
             app.error(text);
@@ -118,6 +183,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             }
             Overlay::SavePreset(editor) => save_overlay(app, editor, other),
             Overlay::Presets { .. } => presets_overlay(app, other),
+            Overlay::Gallery { .. } => gallery_overlay(app, other),
         },
     }
 }
@@ -232,6 +298,14 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
                 confirm_delete: None,
             };
             return vec![Effect::ListPresets];
+        }
+        Action::Gallery => {
+            app.overlay = Overlay::Gallery {
+                filter: Editor::new(""),
+                selected: 0,
+                confirm_delete: None,
+            };
+            return vec![Effect::ListGallery];
         }
         Action::SeedLock => {
             app.params.seed_locked = !app.params.seed_locked;
@@ -501,6 +575,65 @@ fn presets_overlay(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Insert(c) => {
             filter.insert_char(c);
+            *selected = 0;
+        }
+        Action::Backspace => {
+            filter.backspace();
+            *selected = 0;
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn gallery_overlay(app: &mut App, action: Action) -> Vec<Effect> {
+    let rows: Vec<GalleryRow> = app.filtered_gallery().into_iter().cloned().collect();
+    let Overlay::Gallery {
+        filter,
+        selected,
+        confirm_delete,
+    } = &mut app.overlay
+    else {
+        return vec![];
+    };
+    if let Some(path) = confirm_delete.take() {
+        if matches!(action, Action::Insert('y' | 'Y')) {
+            return vec![Effect::TrashImage(path)];
+        }
+        app.info("kept");
+        return vec![];
+    }
+    let row = rows.get(*selected);
+    match action {
+        Action::Cancel => app.overlay = Overlay::None,
+        Action::Up => *selected = selected.saturating_sub(1),
+        Action::Down => *selected = (*selected + 1).min(rows.len().saturating_sub(1)),
+        Action::Enter => {
+            if let Some(row) = row {
+                let effect = Effect::LoadEntry {
+                    path: row.path.clone(),
+                    recipe: row.recipe.clone(),
+                };
+                app.overlay = Overlay::None;
+                return vec![effect];
+            }
+        }
+        Action::Delete => *confirm_delete = row.map(|r| r.path.clone()),
+        Action::Favourite => {
+            if let Some(row) = row {
+                let (path, on) = (row.path.clone(), !row.favourite);
+                if let Some(g) = app.gallery.iter_mut().find(|g| g.path == path) {
+                    g.favourite = on;
+                }
+                return vec![Effect::SetFavourite { path, on }];
+            }
+        }
+        Action::Insert(c) => {
+            filter.insert_char(c);
+            *selected = 0;
+        }
+        Action::Paste(s) => {
+            filter.insert_str(&s);
             *selected = 0;
         }
         Action::Backspace => {

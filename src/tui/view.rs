@@ -115,6 +115,7 @@ pub fn draw(
         Overlay::Help => help_overlay(frame, area, help, theme),
         Overlay::SavePreset(name) => save_overlay(frame, area, name, theme),
         Overlay::Presets { .. } => presets_overlay(frame, area, app, theme),
+        Overlay::Gallery { .. } => gallery_overlay(frame, area, app, theme),
     }
 }
 
@@ -496,6 +497,92 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         (Some(name), _) => Line::styled(format!("delete {name}? y/n"), theme.error()),
         (None, Some(p)) => Line::from(format!("sets: {}", p.summary)),
         (None, None) => Line::from("no preset matches"),
+    };
+    frame.render_widget(
+        Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),
+        rows[2],
+    );
+}
+
+fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Overlay::Gallery {
+        filter,
+        selected,
+        confirm_delete,
+    } = &app.overlay
+    else {
+        return;
+    };
+    let rect = popup(
+        area,
+        area.width.saturating_sub(4).max(20),
+        area.height.saturating_sub(4).max(8),
+    );
+    frame.render_widget(Clear, rect);
+    let b = block(
+        " Gallery: type to search, Enter loads, Del trashes, Ctrl-F favourite ",
+        true,
+        theme,
+    );
+    let inner = b.inner(rect);
+    frame.render_widget(b, rect);
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Min(1),
+            Constraint::Length(2),
+        ])
+        .split(inner);
+    frame.render_widget(
+        Paragraph::new(format!("search: {}_", filter.text())),
+        rows[0],
+    );
+    let list = app.filtered_gallery();
+    let height = usize::from(rows[1].height);
+    let start = selected.saturating_sub(height.saturating_sub(1));
+    let lines: Vec<Line> = list
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(height)
+        .map(|(i, g)| {
+            let mut style = Style::default();
+            if i == *selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            let star = if g.favourite { "*" } else { " " };
+            let time: String = g
+                .time
+                .chars()
+                .take(16)
+                .collect::<String>()
+                .replace('T', " ");
+            let prompt = g.recipe.prompt.replace('\n', " ");
+            Line::styled(
+                format!("{star} {time} seed {} {prompt}", g.recipe.seed),
+                style,
+            )
+        })
+        .collect();
+    let empty = lines.is_empty();
+    frame.render_widget(Paragraph::new(lines), rows[1]);
+    let foot = match (confirm_delete, list.get(*selected)) {
+        (Some(path), _) => Line::styled(
+            format!("move {} to the trash? y/n", path.display()),
+            theme.error(),
+        ),
+        (None, Some(g)) => Line::from(format!(
+            "{} | {} {} steps cfg {} {}x{}",
+            g.path.display(),
+            g.recipe.sampler.name(),
+            g.recipe.steps,
+            g.recipe.cfg,
+            g.recipe.width,
+            g.recipe.height
+        )),
+        (None, None) if empty => Line::from("no renders yet (or none match)"),
+        (None, None) => Line::from(""),
     };
     frame.render_widget(
         Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),

@@ -170,6 +170,26 @@ impl Worker {
         }
     }
 
+    /// As `shutdown`, but waits at most `limit`: a model load cannot be interrupted, and
+    /// quitting should not wait for one. Returns whether the thread ended.
+    pub fn shutdown_within(mut self, limit: std::time::Duration) -> bool {
+        self.stop();
+        let start = std::time::Instant::now();
+        while let Some(t) = &self.thread {
+            if t.is_finished() {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
+    }
+
     fn stop(&mut self) {
         for flag in self.lock_flags().values() {
             flag.store(true, Ordering::SeqCst);
