@@ -219,7 +219,7 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
     // A unique --out names this process for pgrep.
     let out = root.path().join("sigterm-outputs");
     let script = format!(
-        "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}'; \
+        "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}' --preset sd15-draft; \
          echo \"EASEL-EXIT $?\"; stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' '; echo; sleep 300",
         home.display(),
         env!("CARGO_BIN_EXE_easel"),
@@ -246,7 +246,12 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
         .unwrap();
     assert!(started.success());
     let mut seen = Vec::new();
-    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    // --preset applies at start: the built-in draft preset's steps, size and negative prompt.
+    let first = tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    assert!(
+        first.contains("steps 12") && first.contains("512x512") && first.contains("lowres"),
+        "{first}"
+    );
     tmux.text("kept across a kill");
     tmux.wait_for("kept across a kill", 10, &mut seen);
     let killed = Command::new("pkill")

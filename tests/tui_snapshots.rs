@@ -141,6 +141,7 @@ fn help_and_presets_overlays() {
         filter: Editor::new(""),
         selected: 1,
         confirm_delete: None,
+        rename: None,
     };
     app.presets = vec![
         PresetRow {

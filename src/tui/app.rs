@@ -107,6 +107,8 @@ pub enum Overlay {
         selected: usize,
         /// Asked before deleting: the name awaiting y/n.
         confirm_delete: Option<String>,
+        /// The new name being typed for the selected preset (F2).
+        rename: Option<Editor>,
     },
     Gallery {
         filter: Editor,
@@ -157,6 +159,8 @@ pub struct App {
     pub gallery: Vec<GalleryRow>,
     pub token_count: (usize, usize),
     pub quit: bool,
+    /// The preview fills the screen.
+    pub zoom: bool,
     /// When the current step's timing started (for it/s).
     pub step_clock: Option<(Instant, usize)>,
 }
@@ -186,6 +190,7 @@ impl App {
             gallery: Vec::new(),
             token_count: (0, 0),
             quit: false,
+            zoom: false,
             step_clock: None,
         }
     }

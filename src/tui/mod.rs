@@ -283,11 +283,35 @@ fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
                     patch,
                     ..Default::default()
                 };
-                match store.save(&name, &preset, true) {
+                match store.save(&name, &preset, false) {
                     Ok(_) => Action::PresetSaved(name),
+                    Err(crate::presets::PresetError::Exists(_)) => Action::EffectFailed(format!(
+                        "a preset named {name} exists: pick another name, or select it in the \
+                         presets panel (Ctrl-P) and press Ctrl-U to update it"
+                    )),
                     Err(e) => Action::EffectFailed(e.to_string()),
                 }
             }
+            None => no_store(),
+        }),
+        Effect::UpdatePreset { name, patch } => Some(match &studio.store {
+            // Description, tags and fields this easel does not know stay as they were.
+            Some(store) => match store.update(&name, true, |old| {
+                Ok(crate::presets::Preset {
+                    patch,
+                    ..old.unwrap_or_default()
+                })
+            }) {
+                Ok(_) => Action::PresetSaved(name),
+                Err(e) => Action::EffectFailed(e.to_string()),
+            },
+            None => no_store(),
+        }),
+        Effect::RenamePreset { old, new } => Some(match &studio.store {
+            Some(store) => match store.rename(&old, &new, false) {
+                Ok(_) => Action::PresetRenamed { old, new },
+                Err(e) => Action::EffectFailed(e.to_string()),
+            },
             None => no_store(),
         }),
         Effect::DeletePreset(name) => Some(match &studio.store {

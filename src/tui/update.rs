@@ -44,6 +44,12 @@ pub enum Action {
     SavePreset,
     Presets,
     Gallery,
+    /// In the presets panel: rename the selected preset.
+    Rename,
+    /// In the presets panel: store the current settings into the selected preset.
+    UpdatePreset,
+    /// Shows the preview over the whole screen (again: back).
+    Zoom,
     /// In the gallery: mark or unmark the selected render as a favourite.
     Favourite,
     SeedLock,
@@ -60,6 +66,10 @@ pub enum Action {
     },
     PresetSaved(String),
     PresetDeleted(String),
+    PresetRenamed {
+        old: String,
+        new: String,
+    },
     GalleryList(Vec<GalleryRow>),
     /// A past render's recipe, loaded into the editors, and its pixels when readable.
     EntryLoaded {
@@ -84,6 +94,8 @@ pub enum Effect {
     LoadPreset(String),
     SavePreset { name: String, patch: RecipePatch },
     DeletePreset(String),
+    UpdatePreset { name: String, patch: RecipePatch },
+    RenamePreset { old: String, new: String },
     ListGallery,
     LoadEntry { path: PathBuf, recipe: Recipe },
     TrashImage(PathBuf),
@@ -106,6 +118,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::PresetSaved(name) => {
             app.info(format!("saved preset {name}"));
+            vec![Effect::ListPresets]
+        }
+        Action::PresetRenamed { old, new } => {
+            app.info(format!("renamed preset {old} to {new}"));
             vec![Effect::ListPresets]
         }
         Action::PresetDeleted(name) => {
@@ -296,9 +312,11 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
                 filter: Editor::new(""),
                 selected: 0,
                 confirm_delete: None,
+                rename: None,
             };
             return vec![Effect::ListPresets];
         }
+        Action::Zoom => app.zoom = !app.zoom,
         Action::Gallery => {
             app.overlay = Overlay::Gallery {
                 filter: Editor::new(""),
@@ -512,9 +530,7 @@ fn save_overlay(app: &mut App, mut editor: Editor, action: Action) -> Vec<Effect
                 return vec![];
             }
             app.overlay = Overlay::None;
-            let mut patch = app.params.patch(app.prompt.text(), app.negative.text());
-            // A preset applies to other renders: the model native size stays unset.
-            patch.batch_size = Some(app.params.batch);
+            let patch = preset_patch(app);
             return vec![Effect::SavePreset { name, patch }];
         }
         Action::Insert(c) => editor.insert_char(c),
@@ -526,6 +542,14 @@ fn save_overlay(app: &mut App, mut editor: Editor, action: Action) -> Vec<Effect
     }
     app.overlay = Overlay::SavePreset(editor);
     vec![]
+}
+
+/// What a preset saved from the studio holds: the editors and every parameter (the seed only
+/// when locked).
+fn preset_patch(app: &App) -> RecipePatch {
+    let mut patch = app.params.patch(app.prompt.text(), app.negative.text());
+    patch.batch_size = Some(app.params.batch);
+    patch
 }
 
 fn clamp_preset_selection(app: &mut App) {
@@ -541,20 +565,45 @@ fn presets_overlay(app: &mut App, action: Action) -> Vec<Effect> {
         .iter()
         .map(|p| p.name.clone())
         .collect();
+    let patch = preset_patch(app);
     let Overlay::Presets {
         filter,
         selected,
         confirm_delete,
+        rename,
     } = &mut app.overlay
     else {
         return vec![];
     };
-    if let Some(name) = confirm_delete.clone() {
-        *confirm_delete = None;
+    if let Some(name) = confirm_delete.take() {
         if matches!(action, Action::Insert('y' | 'Y')) {
             return vec![Effect::DeletePreset(name)];
         }
         app.info("kept");
+        return vec![];
+    }
+    let current = names.get(*selected).cloned();
+    if let Some(editor) = rename {
+        match action {
+            Action::Cancel => *rename = None,
+            Action::Enter => {
+                let new = editor.text().trim().to_string();
+                if let Err(e) = crate::presets::check_name(&new) {
+                    app.error(e.to_string());
+                    return vec![];
+                }
+                *rename = None;
+                if let Some(old) = current {
+                    return vec![Effect::RenamePreset { old, new }];
+                }
+            }
+            Action::Insert(c) => editor.insert_char(c),
+            Action::Paste(s) => editor.insert_str(&s),
+            Action::Backspace => editor.backspace(),
+            Action::Left => editor.left(),
+            Action::Right => editor.right(),
+            _ => {}
+        }
         return vec![];
     }
     match action {
@@ -562,15 +611,16 @@ fn presets_overlay(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Up => *selected = selected.saturating_sub(1),
         Action::Down => *selected = (*selected + 1).min(names.len().saturating_sub(1)),
         Action::Enter => {
-            if let Some(name) = names.get(*selected) {
-                let name = name.clone();
+            if let Some(name) = current {
                 app.overlay = Overlay::None;
                 return vec![Effect::LoadPreset(name)];
             }
         }
-        Action::Delete => {
-            if let Some(name) = names.get(*selected) {
-                *confirm_delete = Some(name.clone());
+        Action::Delete => *confirm_delete = current,
+        Action::Rename => *rename = current.map(|n| Editor::new(&n)),
+        Action::UpdatePreset => {
+            if let Some(name) = current {
+                return vec![Effect::UpdatePreset { name, patch }];
             }
         }
         Action::Insert(c) => {

@@ -61,6 +61,11 @@ pub fn draw(
         .direction(Direction::Vertical)
         .constraints([Constraint::Min(10), Constraint::Length(2)])
         .split(area);
+    if app.zoom {
+        preview(frame, rows[0], app, images, theme);
+        status(frame, rows[1], app, theme);
+        return;
+    }
     let cols = Layout::default()
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
@@ -450,6 +455,7 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         filter,
         selected,
         confirm_delete,
+        rename,
     } = &app.overlay
     else {
         return;
@@ -457,7 +463,7 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let rect = popup(area, 70, area.height.saturating_sub(4).max(8));
     frame.render_widget(Clear, rect);
     let b = block(
-        " Presets: type to filter, Enter loads (stacks), Del deletes ",
+        " Presets: filter, Enter loads (stacks), Del, F2 rename, Ctrl-U update ",
         true,
         theme,
     );
@@ -494,6 +500,10 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         .collect();
     frame.render_widget(Paragraph::new(lines), rows[1]);
     let foot = match (confirm_delete, list.get(*selected)) {
+        _ if rename.is_some() => Line::from(format!(
+            "rename to: {}_ (Enter renames, Esc keeps)",
+            rename.as_ref().map(|e| e.text()).unwrap_or_default()
+        )),
         (Some(name), _) => Line::styled(format!("delete {name}? y/n"), theme.error()),
         (None, Some(p)) => Line::from(format!("sets: {}", p.summary)),
         (None, None) => Line::from("no preset matches"),
