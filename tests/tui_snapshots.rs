@@ -103,6 +103,9 @@ fn main_screen() {
     let app = studio();
     insta::assert_snapshot!("main_80x24", screen(&app, 80, 24));
     insta::assert_snapshot!("main_160x48", screen(&app, 160, 48));
+    // Smaller than anyone should use: cramped, but drawn without a panic.
+    let tiny = screen(&app, 30, 8);
+    assert!(tiny.contains("F1 help"), "{tiny}");
 }
 
 #[test]

@@ -33,6 +33,8 @@ use update::{update, Action, Effect};
 
 /// The redraw budget: input and worker events are looked at least this often.
 const FRAME: Duration = Duration::from_millis(50);
+/// How soon after a change the session file is rewritten.
+const AUTOSAVE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct TuiOptions {
@@ -108,16 +110,19 @@ impl Studio {
         })
     }
 
-    fn save_session(&self) -> Result<(), String> {
-        let Some(path) = &self.session_path else {
-            return Ok(());
-        };
+    fn session(&self) -> Session {
         Session {
             prompt: self.app.prompt.text().to_string(),
             negative_prompt: self.app.negative.text().to_string(),
             params: self.app.params.clone(),
         }
-        .save(path)
+    }
+
+    fn save_session(&self) -> Result<(), String> {
+        let Some(path) = &self.session_path else {
+            return Ok(());
+        };
+        self.session().save(path)
     }
 }
 
@@ -152,6 +157,9 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let mut counted = String::from("\u{0}");
     let mut last_memory = Instant::now() - Duration::from_secs(10);
     let mut dirty = true;
+    // Saved a moment after each change too, so a crash or a killed terminal loses little.
+    let mut saved = studio.session();
+    let mut last_save = Instant::now();
     let result = loop {
         let mut actions = Vec::new();
         // Drain a burst of input, then the worker's events, then draw once.
@@ -192,6 +200,17 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
         }
         if quit {
             break Ok(());
+        }
+        if last_save.elapsed() > AUTOSAVE {
+            let now = studio.session();
+            if now != saved {
+                if let Err(e) = studio.save_session() {
+                    studio.app.error(e);
+                    dirty = true;
+                }
+                saved = now;
+                last_save = Instant::now();
+            }
         }
         if studio.app.prompt.text() != counted {
             counted = studio.app.prompt.text().to_string();

@@ -59,7 +59,7 @@ pub fn draw(
     let area = frame.area();
     let rows = Layout::default()
         .direction(Direction::Vertical)
-        .constraints([Constraint::Min(10), Constraint::Length(2)])
+        .constraints([Constraint::Fill(1), Constraint::Length(2)])
         .split(area);
     if app.zoom {
         preview(frame, rows[0], app, images, theme);
