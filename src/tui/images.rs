@@ -84,6 +84,8 @@ pub struct Images {
     main: Slot,
     other: Slot,
     live: Slot,
+    /// Thumbnails of the results strip, made as they are first needed.
+    strip: Vec<Slot>,
 }
 
 impl Images {
@@ -112,6 +114,7 @@ impl Images {
             main: Slot::new(),
             other: Slot::new(),
             live: Slot::new(),
+            strip: Vec::new(),
         }
     }
 
@@ -126,7 +129,34 @@ impl Images {
 
     /// Takes finished encodes; true when the screen should be redrawn.
     pub fn poll(&mut self) -> bool {
-        self.main.poll() | self.other.poll() | self.live.poll()
+        let mut any = self.main.poll() | self.other.poll() | self.live.poll();
+        for slot in &mut self.strip {
+            any |= slot.poll();
+        }
+        any
+    }
+
+    /// The results as thumbnails side by side, the shown one marked by a gap above it.
+    pub fn draw_strip(&mut self, frame: &mut Frame, area: Rect, app: &App) {
+        // A cell is about twice as tall as wide: a square thumbnail is 2 columns per row.
+        let width = area.height.saturating_mul(2).max(2);
+        let fit = usize::from(area.width / (width + 1)).min(app.results.len());
+        while self.strip.len() < fit {
+            self.strip.push(Slot::new());
+        }
+        for (i, (slot, result)) in self
+            .strip
+            .iter_mut()
+            .zip(&app.results)
+            .take(fit)
+            .enumerate()
+        {
+            let x = area.x + (width + 1) * i as u16;
+            let lift = u16::from(i != app.shown);
+            let cell = Rect::new(x, area.y + lift, width, area.height - lift);
+            slot.show(&self.picker, &result.picture);
+            slot.draw(frame, cell);
+        }
     }
 
     /// Draws what the preview pane shows; false when there is nothing to draw.

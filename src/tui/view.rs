@@ -53,7 +53,7 @@ pub fn draw(
     frame: &mut Frame,
     app: &App,
     help: &[(String, String)],
-    images: Option<&mut Images>,
+    mut images: Option<&mut Images>,
     theme: Theme,
 ) {
     let area = frame.area();
@@ -62,7 +62,7 @@ pub fn draw(
         .constraints([Constraint::Fill(1), Constraint::Length(2)])
         .split(area);
     if app.zoom {
-        preview(frame, rows[0], app, images, theme);
+        preview(frame, rows[0], app, images.as_deref_mut(), theme);
         status(frame, rows[1], app, theme);
         return;
     }
@@ -83,7 +83,8 @@ pub fn draw(
         .constraints([
             Constraint::Min(5),
             Constraint::Length(6),
-            Constraint::Length(3),
+            // Tall terminals get a strip of thumbnails; short ones a line of labels.
+            Constraint::Length(if area.height >= 40 { 8 } else { 3 }),
         ])
         .split(cols[1]);
 
@@ -110,9 +111,9 @@ pub fn draw(
         theme,
     );
     params(frame, left[2], app, theme);
-    preview(frame, right[0], app, images, theme);
+    preview(frame, right[0], app, images.as_deref_mut(), theme);
     queue(frame, right[1], app, theme);
-    strip(frame, right[2], app, theme);
+    strip(frame, right[2], app, images, theme);
     status(frame, rows[1], app, theme);
 
     match &app.overlay {
@@ -308,8 +309,16 @@ fn queue(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     frame.render_widget(Paragraph::new(lines).block(b), area);
 }
 
-fn strip(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+fn strip(frame: &mut Frame, area: Rect, app: &App, images: Option<&mut Images>, theme: Theme) {
     let b = block(" Results (F7/F8, F9 A/B) ", false, theme);
+    let inner = b.inner(area);
+    if let Some(images) = images {
+        if inner.height >= 3 && !app.results.is_empty() {
+            frame.render_widget(b, area);
+            images.draw_strip(frame, inner, app);
+            return;
+        }
+    }
     let mut spans = Vec::new();
     for (i, r) in app.results.iter().enumerate() {
         let seed = r
