@@ -147,6 +147,7 @@ impl Keymap {
                 )
             })
             .collect();
+        let mut user_set = Vec::new();
         if let Some(text) = toml_text {
             let user: toml::Table = text
                 .parse()
@@ -159,6 +160,7 @@ impl Keymap {
                         names.join(", ")
                     )
                 })?;
+                user_set.push(name.clone());
                 row.1 = match keys {
                     toml::Value::String(s) => vec![s],
                     toml::Value::Array(a) => a
@@ -174,12 +176,25 @@ impl Keymap {
         }
         let mut bound = HashMap::new();
         let mut help = Vec::new();
-        for (name, keys, desc) in &table {
+        // The user's own bindings first, so a key they give an action leaves its default one.
+        let user_rows = table.iter().filter(|r| user_set.contains(&r.0));
+        let default_rows = table.iter().filter(|r| !user_set.contains(&r.0));
+        for (name, keys, _) in user_rows.chain(default_rows) {
             let action = named(name).ok_or_else(|| format!("unknown action {name}"))?;
             for k in keys {
-                bound.insert(parse_key(k)?, action.clone());
+                bound.entry(parse_key(k)?).or_insert_with(|| action.clone());
             }
-            help.push((keys.join(", "), desc.clone()));
+        }
+        for (name, keys, desc) in &table {
+            let action = named(name).ok_or_else(|| format!("unknown action {name}"))?;
+            let keys: Vec<&String> = keys
+                .iter()
+                .filter(|k| parse_key(k).is_ok_and(|key| bound.get(&key) == Some(&action)))
+                .collect();
+            let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+            if !keys.is_empty() {
+                help.push((keys.join(", "), desc.clone()));
+            }
         }
         Ok(Self { bound, help })
     }
@@ -223,5 +238,65 @@ impl Keymap {
             KeyCode::End => Action::End,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode, mods: KeyModifiers) -> KeyEvent {
+        KeyEvent::new(code, mods)
+    }
+
+    #[test]
+    fn defaults_user_overrides_and_text_keys() {
+        let k = Keymap::new(None).unwrap();
+        assert_eq!(
+            k.action(key(KeyCode::F(5), KeyModifiers::NONE)),
+            Some(Action::Render)
+        );
+        assert_eq!(
+            k.action(key(KeyCode::Char('j'), KeyModifiers::CONTROL)),
+            Some(Action::Render),
+            "Ctrl-Enter as terminals without the keyboard protocol send it"
+        );
+        assert_eq!(
+            k.action(key(KeyCode::Char('A'), KeyModifiers::SHIFT)),
+            Some(Action::Insert('A'))
+        );
+        assert_eq!(
+            k.action(key(KeyCode::Char('Q'), KeyModifiers::CONTROL)),
+            Some(Action::Quit)
+        );
+        // A key the user gives an action leaves the action that had it by default.
+        let k = Keymap::new(Some("render = [\"ctrl-g\", \"f5\"]\nquit = \"alt-x\"")).unwrap();
+        assert_eq!(
+            k.action(key(KeyCode::Char('g'), KeyModifiers::CONTROL)),
+            Some(Action::Render)
+        );
+        assert_eq!(
+            k.action(key(KeyCode::F(4), KeyModifiers::NONE)),
+            Some(Action::Gallery)
+        );
+        assert_eq!(
+            k.action(key(KeyCode::Char('x'), KeyModifiers::ALT)),
+            Some(Action::Quit)
+        );
+        assert_eq!(
+            k.action(key(KeyCode::Char('q'), KeyModifiers::CONTROL)),
+            None
+        );
+        assert!(k.help.iter().any(|(keys, _)| keys == "f4"), "{:?}", k.help);
+        let err = Keymap::new(Some("paint = \"f5\"")).unwrap_err();
+        assert!(
+            err.contains("unknown action \"paint\"") && err.contains("render"),
+            "{err}"
+        );
+        let err = Keymap::new(Some("render = \"hyper-x\"")).unwrap_err();
+        assert!(err.contains("unknown key"), "{err}");
+        assert!(Keymap::new(Some("render = ["))
+            .unwrap_err()
+            .contains("not valid TOML"));
     }
 }

@@ -65,10 +65,16 @@ impl Studio {
             Some(p) => Session::load(p),
             None => (Session::default(), None),
         };
-        let keymap_text = paths
+        let keymap_path = paths.as_ref().map(|p| p.config.join("keymap.toml"));
+        let keymap_text = keymap_path
             .as_ref()
-            .and_then(|p| std::fs::read_to_string(p.config.join("keymap.toml")).ok());
-        let keymap = Keymap::new(keymap_text.as_deref())?;
+            .and_then(|p| std::fs::read_to_string(p).ok());
+        let keymap = Keymap::new(keymap_text.as_deref()).map_err(|e| {
+            let path = keymap_path
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            format!("{e}\n  in {path}: fix it, or move it away to use the default keys")
+        })?;
         let mut app = App::new(session.params, &session.prompt, &session.negative_prompt);
         if let Some(w) = warning {
             app.error(w);
