@@ -1,0 +1,243 @@
+//! The studio's picture in a real sixel terminal: xterm as a VT340 under Xvfb renders the tiny
+//! model, and a screenshot of the preview pane must hold the PNG that was written.
+//! Needs xterm, Xvfb, xdotool and xwd (Debian: apt-get install xterm xvfb xdotool x11-apps);
+//! skips, saying so, when any is missing. Run alone: `cargo test --test tui_sixel`.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn xdotool(display: &str, args: &[&str]) -> String {
+    let out = Command::new("xdotool")
+        .args(args)
+        .env("DISPLAY", display)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An XWD screenshot (ZPixmap, 32 bits per pixel, as Xvfb's 24-bit screen gives) as RGB rows.
+fn read_xwd(bytes: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
+    let field = |i: usize| u32::from_be_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+    let (header, format, width, height) = (field(0), field(2), field(4), field(5));
+    let (byte_order, bits_per_pixel, bytes_per_line, colors) =
+        (field(7), field(11), field(12), field(19));
+    assert_eq!(
+        (format, bits_per_pixel),
+        (2, 32),
+        "a 32-bit ZPixmap screenshot"
+    );
+    let start = header + colors * 12;
+    let mut pixels = Vec::with_capacity(width * height);
+    for y in 0..height {
+        for x in 0..width {
+            let p = &bytes[start + y * bytes_per_line + x * 4..][..4];
+            // Pixel values are 0x00RRGGBB in the image's byte order.
+            pixels.push(if byte_order == 0 {
+                [p[2], p[1], p[0]]
+            } else {
+                [p[1], p[2], p[3]]
+            });
+        }
+    }
+    (width, height, pixels)
+}
+
+fn png_rgb(path: &Path) -> (usize, usize, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width as usize, info.height as usize, buf)
+}
+
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va.sqrt() * vb.sqrt())
+}
+
+#[test]
+fn the_rendered_image_shows_in_xterm_with_sixel() {
+    let missing: Vec<&str> = ["xterm", "Xvfb", "xdotool", "xwd"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "skipped: {} not installed (Debian: apt-get install xterm xvfb xdotool x11-apps)",
+            missing.join(", ")
+        );
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir_all(home.join("data")).unwrap();
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let session = serde_json::json!({
+        "prompt": "a red fox",
+        "params": { "model": model.display().to_string(), "steps": 2, "seed": 7, "seed_locked": true }
+    });
+    std::fs::write(home.join("data/session.json"), session.to_string()).unwrap();
+    let display = format!(":{}", 100 + std::process::id() % 400);
+    let _xvfb = Kill(
+        Command::new("Xvfb")
+            .args([
+                display.as_str(),
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let studio = format!(
+        "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics sixel",
+        root.path().display(),
+        home.display(),
+        env!("CARGO_BIN_EXE_easel")
+    );
+    let _xterm = Kill(
+        Command::new("xterm")
+            .args([
+                "-ti",
+                "vt340",
+                "-geometry",
+                "100x30+0+0",
+                "-fa",
+                "Monospace",
+                "-fs",
+                "10",
+            ])
+            .args([
+                "-xrm",
+                "XTerm*decTerminalID: vt340",
+                "-xrm",
+                "XTerm*numColorRegisters: 256",
+            ])
+            .args(["-e", "sh", "-c", &studio])
+            .env("DISPLAY", &display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let window = loop {
+        let found = xdotool(&display, &["search", "--class", "xterm"]);
+        if let Some(w) = found.lines().next() {
+            break w.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "xterm opened a window"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Time for the studio to start and probe the terminal before keys arrive.
+    std::thread::sleep(Duration::from_secs(4));
+    // xterm ignores synthetic events; keys typed into the focused window arrive as real ones.
+    xdotool(&display, &["windowfocus", "--sync", &window]);
+    xdotool(&display, &["key", "--window", &window, "F5"]);
+    let outputs = root.path().join("outputs");
+    let png = loop {
+        let found = std::fs::read_dir(&outputs).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "png"))
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the render finished"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let geometry = xdotool(&display, &["getwindowgeometry", "--shell", &window]);
+    let get = |key: &str| -> usize {
+        geometry
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let (win_w, win_h) = (get("WIDTH"), get("HEIGHT"));
+    let shot = Command::new("xwd")
+        .args(["-root", "-silent", "-display", &display])
+        .output()
+        .unwrap();
+    assert!(shot.status.success());
+    let (width, _, pixels) = read_xwd(&shot.stdout);
+    xdotool(&display, &["key", "--window", &window, "ctrl+q"]);
+
+    // The preview pane is the right half above the queue; the picture is the box of strongly
+    // coloured pixels there (the interface itself is grey text on black).
+    let colourful = |p: [u8; 3]| p.iter().max().unwrap() - p.iter().min().unwrap() > 60;
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for y in 0..win_h * 6 / 10 {
+        for x in win_w / 2..win_w {
+            if colourful(pixels[y * width + x]) {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+    }
+    assert!(
+        x1 > x0 + 32 && y1 > y0 + 32,
+        "a picture in the preview pane: box {x0},{y0}..{x1},{y1}"
+    );
+    let (bw, bh) = (x1 - x0 + 1, y1 - y0 + 1);
+    let (iw, ih, rgb) = png_rgb(&png);
+    let aspect = (bw as f64 / bh as f64) / (iw as f64 / ih as f64);
+    assert!(
+        (aspect - 1.0).abs() < 0.1,
+        "drawn with its aspect ratio: {bw}x{bh} for {iw}x{ih}"
+    );
+    // Compare at the PNG's resolution: each image pixel against the screen pixel at its centre.
+    let (mut shown, mut expected) = (Vec::new(), Vec::new());
+    for y in 0..ih {
+        for x in 0..iw {
+            let sx = x0 + (x * 2 + 1) * bw / (iw * 2);
+            let sy = y0 + (y * 2 + 1) * bh / (ih * 2);
+            let s = pixels[sy * width + sx];
+            let e = &rgb[(y * iw + x) * 3..][..3];
+            for c in 0..3 {
+                shown.push(f64::from(s[c]));
+                expected.push(f64::from(e[c]));
+            }
+        }
+    }
+    let r = correlation(&shown, &expected);
+    println!("picture box {bw}x{bh} at {x0},{y0}; correlation with the PNG {r:.3}");
+    assert!(
+        r > 0.9,
+        "the preview shows the written PNG (correlation {r:.3})"
+    );
+}
