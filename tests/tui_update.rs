@@ -466,3 +466,30 @@ fn gallery_search_favourite_load_and_trash() {
     assert_eq!(app.params.size, Some((64, 64)));
     assert_eq!(app.results[0].path, PathBuf::from("b.png"));
 }
+
+#[test]
+fn loras_are_typed_checked_and_sent_with_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let ink = dir.path().join("ink.safetensors");
+    std::fs::write(&ink, b"").unwrap();
+    let mut app = app_with_model();
+    app.focus = Focus::Params;
+    app.field = Field::Loras;
+    type_text(&mut app, "nope.safetensors:0.5");
+    update(&mut app, Action::Enter);
+    assert!(app
+        .field_error
+        .as_ref()
+        .unwrap()
+        .contains("nope.safetensors does not exist"));
+    update(&mut app, Action::Cancel);
+    type_text(&mut app, &format!("{}:0.5", ink.display()));
+    update(&mut app, Action::Enter);
+    assert_eq!(app.field_error, None);
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.loras.len(), 1);
+    assert_eq!(
+        (job.loras[0].path.as_str(), job.loras[0].weight),
+        (ink.to_str().unwrap(), 0.5)
+    );
+}

@@ -34,6 +34,7 @@ fn fox(id: u64, steps: usize) -> Job {
             ..Default::default()
         },
         count: 1,
+        loras: Vec::new(),
     }
 }
 

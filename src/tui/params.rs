@@ -1,7 +1,7 @@
 //! The parameters panel's values: what the studio renders with besides the prompts. Every
 //! change goes through `set`/`step`, which refuse invalid values with the reason.
 use crate::engine::schedulers::{SamplerKind, Schedule};
-use crate::recipe::{self, RecipePatch};
+use crate::recipe::{self, RecipeLora, RecipePatch};
 use serde::{Deserialize, Serialize};
 
 /// Sizes offered by stepping the size field (None: the model's native size).
@@ -34,6 +34,8 @@ pub struct Params {
     pub size: Option<(u32, u32)>,
     pub batch: u32,
     pub clip_skip: u32,
+    /// LoRAs fused into the model, as `easel generate --lora` takes them.
+    pub loras: Vec<RecipeLora>,
 }
 
 impl Default for Params {
@@ -49,6 +51,7 @@ impl Default for Params {
             size: None,
             batch: 1,
             clip_skip: recipe::DEFAULT_CLIP_SKIP,
+            loras: Vec::new(),
         }
     }
 }
@@ -64,6 +67,7 @@ pub enum Field {
     Size,
     Batch,
     ClipSkip,
+    Loras,
 }
 
 impl Field {
@@ -77,6 +81,7 @@ impl Field {
         Field::Size,
         Field::Batch,
         Field::ClipSkip,
+        Field::Loras,
     ];
 
     pub fn label(self) -> &'static str {
@@ -90,6 +95,7 @@ impl Field {
             Field::Size => "size",
             Field::Batch => "batch",
             Field::ClipSkip => "clip skip",
+            Field::Loras => "loras",
         }
     }
 }
@@ -110,6 +116,13 @@ impl Params {
             },
             Field::Batch => self.batch.to_string(),
             Field::ClipSkip => self.clip_skip.to_string(),
+            Field::Loras if self.loras.is_empty() => "none".to_string(),
+            Field::Loras => self
+                .loras
+                .iter()
+                .map(|l| format!("{}:{}", l.path, l.weight))
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -171,6 +184,7 @@ impl Params {
                 }
                 self.clip_skip = v;
             }
+            Field::Loras => self.loras = parse_loras(text)?,
         }
         Ok(())
     }
@@ -182,6 +196,7 @@ impl Params {
             Field::Model => {
                 return Err("type a model folder or .safetensors file, then Enter".into())
             }
+            Field::Loras => return Err("type PATH:WEIGHT, ... (empty for none), then Enter".into()),
             Field::Sampler => {
                 self.sampler = cycle(SamplerKind::ALL, self.sampler, up);
                 if !self.sampler.schedules().contains(&self.schedule) {
@@ -273,6 +288,31 @@ fn cycle<T: PartialEq + Copy>(all: &[T], current: T, up: bool) -> T {
     let n = all.len().max(1);
     let j = if up { (i + 1) % n } else { (i + n - 1) % n };
     all.get(j).copied().unwrap_or(current)
+}
+
+/// `a.safetensors:0.8, b.safetensors` (weight 1 when left out); every file must exist.
+fn parse_loras(text: &str) -> Result<Vec<RecipeLora>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty() && *item != "none")
+        .map(|item| {
+            let (path, weight) = match item.rsplit_once(':') {
+                Some((p, w)) if w.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+                    (p.trim(), w.trim().parse().unwrap_or(1.0))
+                }
+                _ => (item, 1.0),
+            };
+            if !std::path::Path::new(path).is_file() {
+                return Err(format!(
+                    "the LoRA file {path} does not exist: give a .safetensors file (PATH:WEIGHT)"
+                ));
+            }
+            Ok(RecipeLora {
+                path: path.to_string(),
+                weight,
+            })
+        })
+        .collect()
 }
 
 fn parse_size(text: &str) -> Result<Option<(u32, u32)>, String> {

@@ -144,6 +144,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.prompt.set_text(&recipe.prompt);
             app.negative.set_text(&recipe.negative_prompt);
             app.params.apply(&RecipePatch::from_recipe(&recipe));
+            app.params.loras = recipe.loras.clone();
             if let Some(picture) = picture {
                 app.results.insert(
                     0,
@@ -238,6 +239,7 @@ fn render(app: &mut App) -> Vec<Effect> {
         id,
         patch,
         count: app.params.batch,
+        loras: app.params.loras.clone(),
     };
     app.queue.push(QueueItem {
         id,

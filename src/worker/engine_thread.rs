@@ -68,7 +68,15 @@ fn render_job(
         .filter(|m| !m.trim().is_empty())
         .ok_or("no model: choose one with --model, or in the parameters panel")?;
     let prompt = job.patch.prompt.clone().unwrap_or_default();
-    let loras = resolve_loras(&prompt, config.lora_dir.as_deref())?;
+    let mut loras: Vec<LoraSpec> = job
+        .loras
+        .iter()
+        .map(|l| LoraSpec {
+            path: PathBuf::from(&l.path),
+            weight: l.weight,
+        })
+        .collect();
+    loras.extend(resolve_loras(&prompt, config.lora_dir.as_deref())?);
     let sd = ensure_loaded(config, loaded, &model, loras, events)?;
     let seed = match job.patch.seed {
         Some(s) => s,
@@ -90,8 +98,9 @@ fn render_job(
             seed.checked_add(u64::from(image))
                 .ok_or("the seed is too large for this many images: choose a smaller seed")?,
         );
-        let recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
+        let mut recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
             .map_err(|e| e.to_string())?;
+        recipe.loras = job.loras.clone();
         let request = TextToImage {
             embeddings: config.embeddings.clone(),
             preview_every: config.preview_every,

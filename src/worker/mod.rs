@@ -4,7 +4,7 @@
 mod engine_thread;
 
 use crate::engine::device::{DeviceChoice, DtypeChoice};
-use crate::recipe::RecipePatch;
+use crate::recipe::{RecipeLora, RecipePatch};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +20,8 @@ pub struct Job {
     /// The model must be set; unset fields take the model's defaults.
     pub patch: RecipePatch,
     pub count: u32,
+    /// LoRAs to fuse (besides those the prompt's `<lora:NAME:W>` tags name), as `--lora`.
+    pub loras: Vec<RecipeLora>,
 }
 
 /// An 8-bit RGB picture (a finished image or a latent preview), row-major.
