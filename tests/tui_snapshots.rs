@@ -43,6 +43,7 @@ fn rendering() -> App {
             device: "cpu".into(),
             dtype: "fp32".into(),
             seconds: 1.5,
+            native: (64, 64),
         },
         Event::Started { id: 1, seed: 7 },
         Event::Progress {

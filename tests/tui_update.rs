@@ -77,6 +77,7 @@ fn render_submits_the_recipe_and_the_queue_follows_the_worker() {
             device: "cpu".into(),
             dtype: "fp32".into(),
             seconds: 1.0,
+            native: (64, 64),
         },
     );
     assert_eq!(app.status.device.as_deref(), Some("cpu"));

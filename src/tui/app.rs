@@ -125,6 +125,8 @@ pub struct EngineStatus {
     pub dtype: Option<String>,
     pub model: Option<String>,
     pub loading: Option<String>,
+    /// The loaded model's native size.
+    pub native: Option<(u32, u32)>,
     pub rss_mb: Option<u64>,
     /// Steps per second of the running job, and the seconds its image still needs.
     pub it_s: Option<f64>,

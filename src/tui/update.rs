@@ -727,8 +727,10 @@ fn worker_event(app: &mut App, event: Event, at: Instant) -> Vec<Effect> {
             device,
             dtype,
             seconds,
+            native,
         } => {
             app.status.loading = None;
+            app.status.native = Some(native);
             app.status.model = Some(model.clone());
             app.status.device = Some(device);
             app.status.dtype = Some(dtype);

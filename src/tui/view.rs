@@ -199,8 +199,11 @@ fn params(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let mut lines = Vec::new();
     for field in Field::ALL {
         let selected = focused && app.field == *field;
-        let value = match (&app.field_input, selected) {
-            (Some(text), true) => format!("{text}_"),
+        let value = match (&app.field_input, selected, app.status.native) {
+            (Some(text), true, _) => format!("{text}_"),
+            (_, _, Some((w, h))) if *field == Field::Size && app.params.size.is_none() => {
+                format!("native ({w}x{h})")
+            }
             _ => app.params.show(*field),
         };
         let label = format!("{:>9} ", field.label());

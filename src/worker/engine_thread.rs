@@ -181,6 +181,10 @@ fn ensure_loaded<'a>(
             device: device_name(sd.device()),
             dtype: kind_name(sd.kind()).to_string(),
             seconds: start.elapsed().as_secs_f64(),
+            native: (
+                u32::try_from(sd.defaults().width).unwrap_or(0),
+                u32::try_from(sd.defaults().height).unwrap_or(0),
+            ),
         });
         *loaded = Some(Loaded {
             model: model.to_string(),

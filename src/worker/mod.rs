@@ -46,6 +46,8 @@ pub enum Event {
         device: String,
         dtype: String,
         seconds: f64,
+        /// The model's native size (what an unset size renders at).
+        native: (u32, u32),
     },
     Started {
         id: u64,
