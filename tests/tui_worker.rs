@@ -128,6 +128,15 @@ fn renders_the_diffusers_image_and_keeps_the_model_loaded() {
         (recipe.seed, recipe.steps, recipe.prompt.as_str()),
         (7, 4, "a red fox")
     );
+    let native = events.iter().find_map(|e| match e {
+        Event::Loaded { native, .. } => Some(*native),
+        _ => None,
+    });
+    assert_eq!(
+        native,
+        Some((recipe.width, recipe.height)),
+        "no size set: the native one"
+    );
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 2);
     w.shutdown();
