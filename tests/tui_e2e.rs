@@ -208,6 +208,16 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
 
 #[test]
 fn sigterm_quits_cleanly_and_restores_the_terminal() {
+    signal_quits_cleanly("-TERM");
+}
+
+/// What a dropped SSH connection sends.
+#[test]
+fn sighup_quits_cleanly_and_restores_the_terminal() {
+    signal_quits_cleanly("-HUP");
+}
+
+fn signal_quits_cleanly(signal: &str) {
     if !tmux_present() {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
@@ -226,7 +236,7 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
         out.display(),
     );
     let tmux = Tmux {
-        session: format!("easel-e2e-term-{}", std::process::id()),
+        session: format!("easel-e2e{signal}-{}", std::process::id()),
     };
     let started = Command::new("tmux")
         .args([
@@ -257,7 +267,7 @@ fn sigterm_quits_cleanly_and_restores_the_terminal() {
     let killed = Command::new("pkill")
         // The shell's command line quotes the path, so this matches the studio alone.
         .args([
-            "-TERM",
+            signal,
             "-f",
             &format!("easel tui --graphics halfblocks --out {}", out.display()),
         ])
