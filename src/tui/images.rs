@@ -91,8 +91,13 @@ pub struct Images {
 impl Images {
     /// Probes the terminal (call in raw mode, before reading events); `choice` overrides.
     pub fn probe(choice: Graphics) -> Self {
+        // Inside tmux the probe's queries may go unanswered, and its reader thread then eats
+        // the first keystrokes: there, `auto` means half-blocks (a forced protocol still probes
+        // for the font size).
+        let in_tmux = std::env::var_os("TMUX").is_some_and(|v| !v.is_empty());
         let mut picker = match choice {
             Graphics::Halfblocks => Picker::halfblocks(),
+            Graphics::Auto if in_tmux => Picker::halfblocks(),
             _ => Picker::from_query_stdio().unwrap_or_else(|_| Picker::halfblocks()),
         };
         let forced = match choice {

@@ -159,7 +159,9 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))
         .map_err(|e| format!("cannot set up the terminal: {e}"))?;
     let theme = view::Theme::from_env();
-    let counter = tokens::TokenCounter::new();
+    // Building the tokenizer takes a moment: off the UI thread, so the first frame is not late.
+    let mut counter_thread = Some(std::thread::spawn(tokens::TokenCounter::new));
+    let mut counter: Option<tokens::TokenCounter> = None;
     let mut counted = String::from("\u{0}");
     let mut last_memory = Instant::now() - Duration::from_secs(10);
     let mut dirty = true;
@@ -218,10 +220,17 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                 last_save = Instant::now();
             }
         }
-        if studio.app.prompt.text() != counted {
-            counted = studio.app.prompt.text().to_string();
-            let n = counter.count(&counted).unwrap_or(0);
-            studio.app.token_count = (n, n.div_ceil(tokens::WINDOW).max(1));
+        if counter_thread.as_ref().is_some_and(|t| t.is_finished()) {
+            counter = counter_thread.take().and_then(|t| t.join().ok());
+            counted = String::from("\u{0}");
+        }
+        if let Some(counter) = &counter {
+            if studio.app.prompt.text() != counted {
+                counted = studio.app.prompt.text().to_string();
+                let n = counter.count(&counted).unwrap_or(0);
+                studio.app.token_count = (n, n.div_ceil(tokens::WINDOW).max(1));
+                dirty = true;
+            }
         }
         dirty |= images.poll();
         if dirty {
