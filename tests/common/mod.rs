@@ -114,6 +114,7 @@ pub fn reference_path(name: &str) -> PathBuf {
         "checkpoint",
         "families",
         "sdxl",
+        "scheduler_img2img",
     ];
     let stem = name.split(['/', '.']).next().unwrap_or(name);
     let cached = CACHED.iter().any(|c| {

@@ -147,7 +147,8 @@ pub struct SchedulerConfig {
     pub sample_max_value: f64,
     pub rescale_betas_zero_snr: bool,
     pub interpolation_type: InterpolationType,
-    /// Euler: Karras, exponential and beta sigma spacings; easel does not offer them yet.
+    /// Karras, exponential and beta sigma spacings (Euler, the k-diffusion samplers, the multistep
+    /// solvers); at most one may be true.
     pub use_karras_sigmas: Option<bool>,
     pub use_exponential_sigmas: Option<bool>,
     pub use_beta_sigmas: Option<bool>,
@@ -236,6 +237,18 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// Refuses dynamic thresholding, which none of easel's samplers offers; `sampler` names
+    /// the sampler in the message.
+    pub(crate) fn refuse_thresholding(&self, sampler: &str) -> Result<()> {
+        if self.thresholding {
+            return Err(EngineError::Invalid(format!(
+                "the scheduler config asks for dynamic thresholding (\"thresholding\": true), \
+                 which easel's {sampler} does not support: set it to false or pick another sampler"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a `scheduler_config.json`. Errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {

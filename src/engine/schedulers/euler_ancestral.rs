@@ -3,7 +3,7 @@
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::euler::{predict_original, scale_input, SigmaSchedule};
 use super::scalar::{sqrt, square};
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -44,6 +44,20 @@ impl EulerAncestralDiscrete {
 }
 
 impl Scheduler for EulerAncestralDiscrete {
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(self.sigmas.clone())
+    }
+
+    fn order(&self) -> usize {
+        1
+    }
+
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.schedule.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
