@@ -84,7 +84,7 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     write_session(&home, &model);
     let script = format!(
         "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; \
-         echo \"EASEL-EXIT $?\"; stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' '; echo; sleep 300",
+         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
         root.path().display(),
         home.display(),
         env!("CARGO_BIN_EXE_easel"),
@@ -183,13 +183,13 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     tmux.keys(&["Escape"]);
 
     tmux.keys(&["C-q"]);
-    let end = tmux.wait_for("EASEL-EXIT", 30, &mut seen);
+    let end = tmux.wait_for("END", 30, &mut seen);
     assert!(end.contains("EASEL-EXIT 0"), "{end}");
     let modes = end
         .lines()
-        .skip_while(|l| !l.contains("EASEL-EXIT"))
-        .nth(1)
-        .unwrap_or_default();
+        .find_map(|l| l.trim().strip_prefix("MODES "))
+        .unwrap_or_default()
+        .trim_end_matches("END");
     assert!(
         modes.split_whitespace().any(|m| m == "icanon")
             && modes.split_whitespace().any(|m| m == "echo"),
@@ -230,7 +230,7 @@ fn signal_quits_cleanly(signal: &str) {
     let out = root.path().join("sigterm-outputs");
     let script = format!(
         "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}' --preset sd15-draft; \
-         echo \"EASEL-EXIT $?\"; stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' '; echo; sleep 300",
+         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
         home.display(),
         env!("CARGO_BIN_EXE_easel"),
         out.display(),
@@ -274,13 +274,13 @@ fn signal_quits_cleanly(signal: &str) {
         .status()
         .unwrap();
     assert!(killed.success(), "the studio process was found");
-    let end = tmux.wait_for("EASEL-EXIT", 30, &mut seen);
+    let end = tmux.wait_for("END", 30, &mut seen);
     assert!(end.contains("EASEL-EXIT 0"), "{end}");
     let modes = end
         .lines()
-        .skip_while(|l| !l.contains("EASEL-EXIT"))
-        .nth(1)
-        .unwrap_or_default();
+        .find_map(|l| l.trim().strip_prefix("MODES "))
+        .unwrap_or_default()
+        .trim_end_matches("END");
     assert!(
         modes.split_whitespace().any(|m| m == "icanon")
             && modes.split_whitespace().any(|m| m == "echo"),
