@@ -32,3 +32,27 @@ pip_install_once() {
   "$EASEL_PY" -m pip install -q "${extra[@]}" -r "$req"
   echo "$want" >"$stamp"
 }
+
+# Installs Debian packages that the terminal tests drive (tmux; xterm under Xvfb for sixel) when
+# a command is missing and apt-get can run (root, or passwordless sudo). Otherwise says which
+# tests will skip; never fails the run for it.
+ensure_test_tools() {
+  local missing=() cmd pkg
+  for pair in tmux:tmux xterm:xterm Xvfb:xvfb xdotool:xdotool xwd:x11-apps; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+      say "not installing ${missing[*]} (needs root): the tmux/sixel studio tests will skip"
+      return 0
+    fi
+  fi
+  command -v apt-get >/dev/null || { say "no apt-get: the tmux/sixel studio tests will skip without ${missing[*]}"; return 0; }
+  say "installing ${missing[*]} for the studio's terminal tests (first time only)"
+  "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+    || say "could not install ${missing[*]}: the tmux/sixel studio tests will skip"
+}
