@@ -3,7 +3,7 @@
 use super::betas::alphas_cumprod;
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::scalar::{sqrt, square};
-use super::{check_steps, spacing, Scheduler};
+use super::{check_steps, img2img, spacing, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -70,6 +70,23 @@ impl Ddim {
 }
 
 impl Scheduler for Ddim {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_alpha(
+            &self.alphas_cumprod,
+            self.steps.get(entry).copied(),
+            original,
+            noise,
+        )
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

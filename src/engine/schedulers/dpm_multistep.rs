@@ -6,7 +6,7 @@ use super::betas::alphas_cumprod;
 use super::config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig};
 use super::scalar::{exp, ln, sqrt, square};
 use super::sigmas::{configured, respace, sigma_to_t, train_sigmas};
-use super::{check_steps, spacing, Schedule, Scheduler};
+use super::{check_steps, img2img, spacing, Schedule, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -313,6 +313,18 @@ fn spaced_timesteps(
 }
 
 impl Scheduler for DpmSolverMultistep {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_alpha_sigma(self.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

@@ -9,7 +9,7 @@ use super::heun::doubled;
 use super::kdpm2::refuse_sample_prediction;
 use super::scalar::{exp, expm1, ln, sqrt, square};
 use super::sigmas::{init_noise_sigma, k_schedule, sigma_to_t, with_final_zero, KOptions};
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::Result;
 use tch::Tensor;
 
@@ -109,6 +109,18 @@ impl DpmSolverSde {
 }
 
 impl Scheduler for DpmSolverSde {
+    fn order(&self) -> usize {
+        2
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

@@ -6,7 +6,7 @@ use super::config::{
     TimestepType,
 };
 use super::scalar::{ln, sqrt, square};
-use super::{check_steps, spacing, Scheduler};
+use super::{check_steps, img2img, spacing, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -156,6 +156,18 @@ fn refuse(flag: Option<bool>, key: &str) -> Result<()> {
 }
 
 impl Scheduler for EulerDiscrete {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.schedule.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

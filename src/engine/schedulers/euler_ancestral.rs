@@ -3,7 +3,7 @@
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::euler::{predict_original, scale_input, SigmaSchedule};
 use super::scalar::{sqrt, square};
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -44,6 +44,18 @@ impl EulerAncestralDiscrete {
 }
 
 impl Scheduler for EulerAncestralDiscrete {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.schedule.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

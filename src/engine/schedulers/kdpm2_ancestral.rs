@@ -5,7 +5,7 @@ use super::config::{PredictionType, SchedulerConfig};
 use super::euler::{predict_original, scale_input};
 use super::kdpm2::{doubled_with_last, geometric_midpoints, narrowed, refuse_sample_prediction};
 use super::sigmas::{init_noise_sigma, k_schedule, sigma_to_t_f32, with_final_zero, KOptions};
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::Result;
 use tch::Tensor;
 
@@ -83,6 +83,18 @@ impl Kdpm2AncestralDiscrete {
 }
 
 impl Scheduler for Kdpm2AncestralDiscrete {
+    fn order(&self) -> usize {
+        2
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

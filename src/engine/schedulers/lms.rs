@@ -5,7 +5,7 @@ use super::config::{PredictionType, SchedulerConfig};
 use super::euler::{predict_original, scale_input};
 use super::sigmas::{init_noise_sigma, k_schedule, with_final_zero, KOptions};
 use super::special::integrate;
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::Result;
 use std::collections::VecDeque;
 use tch::Tensor;
@@ -62,6 +62,18 @@ impl LmsDiscrete {
 }
 
 impl Scheduler for LmsDiscrete {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_sigma(self.sigmas.get(entry).copied(), original, noise)
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod ddim;
 pub mod euler;
 pub mod euler_ancestral;
+mod img2img;
 mod scalar;
 mod spacing;
 // Samplers and schedules of the samplers-a branch.
@@ -28,6 +29,7 @@ pub use config::SchedulerConfig;
 pub use ddim::Ddim;
 pub use euler::EulerDiscrete;
 pub use euler_ancestral::EulerAncestralDiscrete;
+pub use img2img::{img2img_begin, img2img_start};
 pub use schedule::{display_name, parse_a1111, SamplerChoice, SamplerOptions, Schedule};
 
 // UniPC, DEIS, LCM and TCD.
@@ -126,6 +128,21 @@ pub trait Scheduler: Send {
         sample: &Tensor,
         noise: &mut dyn FnMut(&[i64]) -> Tensor,
     ) -> Tensor;
+
+    /// diffusers' `scheduler.order`: model evaluations per step (2 for heun, dpm2, dpm2_a and
+    /// dpmpp_sde, whose `timesteps()` list each step but the last twice).
+    fn order(&self) -> usize;
+
+    /// img2img: the run starts at entry `begin` of `timesteps()` (diffusers' `set_begin_index`,
+    /// which img2img pipelines call with `t_start * order`). Later `scale_model_input`/`step`
+    /// calls pass absolute entry indices begin, begin+1, ...
+    fn set_begin_index(&mut self, begin: usize);
+
+    /// diffusers' `add_noise(original, noise, timesteps[entry])` as this sampler computes it
+    /// (from alphas_cumprod, or from the sigma of that entry for the Karras-style samplers).
+    /// `entry == timesteps().len()` (after the last step) gives the final noise level: the
+    /// last sigma, or none at all (the original) for samplers without sigmas.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor;
 
     /// The noise levels, as diffusers' `scheduler.sigmas` holds them (one per model evaluation
     /// and the final one), for samplers that have them.

@@ -5,7 +5,7 @@ use super::betas::alphas_cumprod;
 use super::config::{PredictionType, SchedulerConfig};
 use super::lcm::{consistency_timesteps, predict_original};
 use super::multistep_sigmas::f32_ops::{pow_half, sqrt};
-use super::Scheduler;
+use super::{img2img, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -61,6 +61,23 @@ impl Tcd {
 }
 
 impl Scheduler for Tcd {
+    fn order(&self) -> usize {
+        1
+    }
+
+    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
+    // set_begin_index: a run that starts later needs nothing more.
+    fn set_begin_index(&mut self, _begin: usize) {}
+
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
+        img2img::by_alpha(
+            &self.alphas_cumprod,
+            self.steps.get(entry).copied(),
+            original,
+            noise,
+        )
+    }
+
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
     }
