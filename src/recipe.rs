@@ -230,6 +230,8 @@ impl Recipe {
             clip_skip: self.clip_skip,
             guidance_rescale: self.guidance_rescale,
             embeddings: Vec::new(),
+            // The init image and mask are files: the face that reads them fills this in.
+            init: None,
         }
     }
 }
