@@ -175,3 +175,161 @@ fn an_inpainting_model_needs_a_mask_and_sdxl_inpainting_is_refused() {
         .to_string();
     assert!(err.contains("SDXL"), "{err}");
 }
+
+fn easel(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .env("EASEL_HOME", home)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("easel runs")
+}
+
+fn png_rgb(path: &std::path::Path) -> (u32, u32, Vec<u8>) {
+    let rgb = image::open(path).unwrap().to_rgb8();
+    (rgb.width(), rgb.height(), rgb.into_raw())
+}
+
+#[test]
+fn cli_inpaints_from_files_and_records_the_recipe() {
+    let reference = Reference::open("img2img.safetensors");
+    let (name, case) = cases("inpaint")
+        .into_iter()
+        .find(|(n, _)| n == "cli-inpaint")
+        .unwrap();
+    let root = common::scratch();
+    let home = root.path().join("home");
+    let (init_path, mask_path, out, again) = (
+        root.path().join("photo.png"),
+        root.path().join("mask.png"),
+        root.path().join("out.png"),
+        root.path().join("again.png"),
+    );
+    let init = image(&reference, &format!("{name}.image"));
+    image::save_buffer(
+        &init_path,
+        &init.rgb,
+        init.width,
+        init.height,
+        image::ColorType::Rgb8,
+    )
+    .unwrap();
+    // The mask as an RGB file: read back as PIL's convert("L") (black and white stay exact).
+    let mask = mask(&reference, &format!("{name}.mask"));
+    let mask_rgb: Vec<u8> = mask.pixels.iter().flat_map(|&v| [v, v, v]).collect();
+    image::save_buffer(
+        &mask_path,
+        &mask_rgb,
+        mask.width,
+        mask.height,
+        image::ColorType::Rgb8,
+    )
+    .unwrap();
+    let model = img2img_cases::model_dir(&case.model);
+    let (steps, strength, seed) = (
+        case.steps.to_string(),
+        case.strength.to_string(),
+        case.seed.to_string(),
+    );
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (model_s, init_s, mask_s, out_s) = (s(&model), s(&init_path), s(&mask_path), s(&out));
+    // No --width/--height: the init image's size.
+    let args = [
+        "generate",
+        img2img_cases::PROMPT,
+        "--model",
+        &model_s,
+        "--init-image",
+        &init_s,
+        "--mask",
+        &mask_s,
+        "--mask-blur",
+        "0",
+        "--strength",
+        &strength,
+        "--sampler",
+        &case.sampler,
+        "--steps",
+        &steps,
+        "--cfg",
+        "7.5",
+        "--seed",
+        &seed,
+        "--device",
+        "cpu",
+        "--out",
+        &out_s,
+    ];
+    let run = easel(&home, &args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let (w, h, rgb) = png_rgb(&out);
+    assert_eq!((i64::from(w), i64::from(h)), (case.width, case.height));
+    // diffusers' 8-bit image is round(255 * float); floats within 1e-3 round within 1.
+    let expected = (reference.get(&name) * 255.0)
+        .round()
+        .to_kind(tch::Kind::Uint8);
+    let got = tch::Tensor::from_slice(&rgb).view([1, i64::from(h), i64::from(w), 3]);
+    let diff = common::max_abs_diff(&got, &expected);
+    assert!(diff <= 1.0, "PNG pixels differ from diffusers' by {diff}");
+
+    let chunks = easel::output::png::read_text_chunks(&out).unwrap();
+    let parameters = &chunks.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(
+        parameters.contains("Denoising strength: 0.75"),
+        "{parameters}"
+    );
+    assert!(parameters.contains("Mask blur: 0"), "{parameters}");
+    let recipe = easel::output::png::read_recipe(&out).unwrap().unwrap();
+    let init_recipe = recipe.init.clone().unwrap();
+    assert_eq!(init_recipe.image, init_s);
+    assert_eq!(init_recipe.mask.as_deref(), Some(mask_s.as_str()));
+    assert_eq!((init_recipe.strength, init_recipe.mask_blur), (0.75, 0));
+
+    let info = easel(&home, &["info", &out_s, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(json["strength"], 0.75);
+    assert_eq!(json["mask"], mask_s.as_str());
+    assert_eq!(json["init_image"], init_s.as_str());
+
+    // --from reads the init image and mask back: the same pixels.
+    let run = easel(&home, &["generate", "--from", &out_s, "--out", &s(&again)]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(png_rgb(&again), (w, h, rgb));
+}
+
+#[test]
+fn cli_refuses_unreadable_images_and_img2img_flags_without_an_image() {
+    let root = common::scratch();
+    let home = root.path().join("home");
+    let model = common::tiny_sd1();
+    let model = model.to_str().unwrap();
+    let missing = root.path().join("nope.png");
+    let missing = missing.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--init-image", missing], "cannot read the init image"),
+        (&["--mask", missing], "needs --init-image"),
+        (&["--strength", "0.5"], "needs --init-image"),
+        (
+            &["--init-image", missing, "--strength", "1.5"],
+            "strength must be",
+        ),
+    ];
+    for (extra, word) in cases {
+        let mut args = vec!["generate", "a fox", "--model", model, "--steps", "1"];
+        args.extend_from_slice(extra);
+        let run = easel(&home, &args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success() && err.contains(word),
+            "{extra:?}: {err}"
+        );
+    }
+}

@@ -63,6 +63,20 @@ pub struct ImageParameters {
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub prompt_template: Option<String>,
+    /// img2img: the init image (easel recipes) and the denoising strength (A1111's
+    /// `Denoising strength`); left out of `--json` when the image does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Inpainting: the mask (easel recipes), A1111's `Mask blur`, and whether unmasked pixels
+    /// were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_blur: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_unmasked: Option<bool>,
     pub extra: BTreeMap<String, Value>,
     /// Where the parameters came from, for error messages.
     #[serde(skip)]
@@ -116,6 +130,11 @@ impl ImageParameters {
             device: None,
             dtype: None,
             prompt_template: None,
+            init_image: None,
+            strength: None,
+            mask: None,
+            mask_blur: None,
+            keep_unmasked: None,
             extra: BTreeMap::new(),
             origin: origin.to_string(),
             unknown_sampler: None,
@@ -143,6 +162,11 @@ impl ImageParameters {
             device: Some(r.device.clone()),
             dtype: Some(r.dtype.clone()),
             prompt_template: r.prompt_template.clone(),
+            init_image: r.init.as_ref().map(|i| i.image.clone()),
+            strength: r.init.as_ref().map(|i| i.strength),
+            mask: r.init.as_ref().and_then(|i| i.mask.clone()),
+            mask_blur: r.init.as_ref().map(|i| i.mask_blur),
+            keep_unmasked: r.init.as_ref().map(|i| i.keep_unmasked),
             ..Self::empty(Source::Easel, origin)
         }
     }
@@ -206,6 +230,11 @@ impl ImageParameters {
             batch_size: None,
             clip_skip: self.clip_skip,
             guidance_rescale: self.guidance_rescale,
+            init_image: self.init_image.clone(),
+            strength: self.strength,
+            mask: self.mask.clone(),
+            mask_blur: self.mask_blur,
+            keep_unmasked: self.keep_unmasked,
         })
     }
 }
