@@ -150,11 +150,11 @@ fn box_blur_line(line: &[u8], radius: f32, out: &mut Vec<u8>) {
         acc += px(i);
     }
     let save = |bulk: u64| ((bulk + (1 << 23)) >> 24).min(255) as u8;
-    for x in 0..n {
+    for (x, value) in out.iter_mut().enumerate() {
         let leaving = x.checked_sub(r + 1).map_or(px(0), px);
         acc = acc + px(x + r) - leaving;
         let bulk = acc * ww + (leaving + px(x + r + 1)) * fw;
-        out[x] = save(bulk);
+        *value = save(bulk);
     }
 }
 

@@ -119,14 +119,6 @@ pub(crate) fn apply(p: &mut ImageParameters, key: &str, value: &str) {
             p.set_sampler(key, v);
             true
         }
-        // img2img's (also hires fix's, where easel has no init image and ignores it).
-        "Denoising strength" => v
-            .parse::<f64>()
-            .ok()
-            .filter(|x| *x > 0.0 && *x <= 1.0)
-            .map(|x| p.strength = Some(x))
-            .is_some(),
-        "Mask blur" => v.parse().map(|n| p.mask_blur = Some(n)).is_ok(),
         _ => false,
     };
     if !known {

@@ -231,11 +231,29 @@ impl ImageParameters {
             clip_skip: self.clip_skip,
             guidance_rescale: self.guidance_rescale,
             init_image: self.init_image.clone(),
-            strength: self.strength,
+            strength: self.strength.or_else(|| self.a1111_strength()),
             mask: self.mask.clone(),
-            mask_blur: self.mask_blur,
+            mask_blur: self.mask_blur.or_else(|| {
+                self.extra
+                    .get("Mask blur")
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.trim().parse().ok())
+            }),
             keep_unmasked: self.keep_unmasked,
         })
+    }
+
+    /// AUTOMATIC1111's `Denoising strength` (kept in `extra` as written): img2img's strength,
+    /// unless the image was a hires-fix render, where it is the upscale pass's.
+    fn a1111_strength(&self) -> Option<f64> {
+        if self.extra.contains_key("Hires upscale") || self.extra.contains_key("Hires steps") {
+            return None;
+        }
+        self.extra
+            .get("Denoising strength")
+            .and_then(Value::as_str)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|x| *x > 0.0 && *x <= 1.0)
     }
 }
 
@@ -326,6 +344,20 @@ mod tests {
             patch("a fox\nSteps: 4, Sampler: Heun, Seed: 1").schedule,
             None
         );
+    }
+
+    #[test]
+    fn a1111_img2img_strength_and_mask_blur_reach_the_patch() {
+        let patch = |text: &str| {
+            ImageParameters::from_parameters(text, "x.png")
+                .to_patch(false)
+                .unwrap()
+        };
+        let p = patch("a fox\nSteps: 20, Seed: 1, Denoising strength: 0.45, Mask blur: 6");
+        assert_eq!((p.strength, p.mask_blur), (Some(0.45), Some(6)));
+        // A hires-fix render's denoising strength is not an img2img strength.
+        let p = patch("a fox\nSteps: 20, Denoising strength: 0.45, Hires upscale: 2");
+        assert_eq!(p.strength, None);
     }
 
     #[test]
