@@ -1,7 +1,6 @@
 //! Text to image, img2img and inpainting: prompt encoding, the denoising loop with guidance,
 //! and decoding, in the same order and with the same random draws as diffusers'
 //! `StableDiffusionPipeline` (and its img2img and inpainting pipelines, see `img2img`).
-use super::checkpoint::Version;
 use super::error::{EngineError, Result};
 pub use super::family::ModelDefaults;
 use super::family::{Family, ModelInfo};
@@ -15,7 +14,7 @@ use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::AutoencoderKl;
 use super::models::vae_config::VaeConfig;
-use super::pipeline_sdxl::{SdxlConditioning, SdxlText};
+use super::pipeline_sdxl::{SdxlConditioning, SdxlPrompt, SdxlText};
 use super::preview::latent_preview;
 use super::prompt::{PromptEncoder, TextualInversions};
 use super::random::SeededNoise;
@@ -162,14 +161,6 @@ impl StableDiffusion {
     ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
         let source = ModelSource::open(path, options.config.as_deref())?;
-        if let ModelSource::SingleFile(c) = &source {
-            if c.version() == Version::Sdxl {
-                return Err(EngineError::Invalid(format!(
-                    "{} is an SDXL checkpoint, which this pipeline does not render",
-                    path.display()
-                )));
-            }
-        }
         let info = ModelInfo::from_source(&source)?;
         // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
         let pad = match info.family {
@@ -178,7 +169,7 @@ impl StableDiffusion {
         };
         let tokenizer = source.tokenizer("tokenizer", pad)?;
         let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
-        loras.check_components(&["unet", "text_encoder"])?;
+        loras.check_components(lora_components(info.family))?;
 
         // Every component is built before any mismatch is reported, so one error lists them all.
         let mut mismatches = Vec::new();
@@ -186,12 +177,15 @@ impl StableDiffusion {
             source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
         let text_encoder =
             load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
-        let sdxl = match (&source, info.family) {
-            (ModelSource::Folder(folder), Family::Sdxl) => {
-                Some(SdxlText::load(folder, device, kind, &mut mismatches)?)
-            }
-            // Single-file SDXL checkpoints are refused above.
-            _ => None,
+        let sdxl = match info.family {
+            Family::Sdxl => Some(SdxlText::load_from(
+                &source,
+                &loras,
+                device,
+                kind,
+                &mut mismatches,
+            )?),
+            Family::Sd1 | Family::Sd2 => None,
         };
         let unet_config: UNetConfig = source.config("unet", "config.json", |c: &UNetConfig| {
             c.layout().map(|_| ())
@@ -261,7 +255,7 @@ impl StableDiffusion {
         }
         let _guard = tch::no_grad_guard();
         let set = LoraSet::load(loras)?.with_unet_config(unet_json(&self.source)?);
-        set.check_components(&["unet", "text_encoder"])?;
+        set.check_components(lora_components(self.info.family))?;
         let mut mismatches = Vec::new();
         let text_encoder = load_text_encoder(
             &self.source,
@@ -281,6 +275,9 @@ impl StableDiffusion {
         )?;
         if let Some(e) = mismatches.into_iter().next() {
             return Err(e);
+        }
+        if let Some(sdxl) = &mut self.sdxl {
+            sdxl.set_loras(&self.source, &set)?;
         }
         self.text_encoder = text_encoder;
         self.unet = unet;
@@ -375,16 +372,16 @@ impl StableDiffusion {
 
         let started = Instant::now();
         let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
-            if request.clip_skip > 1 || !request.embeddings.is_empty() {
-                return Err(EngineError::Invalid(
-                    "clip skip and textual-inversion embeddings are not supported for SDXL models yet: leave them out".into(),
-                ));
-            }
-            let SdxlConditioning { context, added } = sdxl.condition(
+            let prompt = SdxlPrompt {
+                prompt: &request.prompt,
+                negative: &request.negative_prompt,
+                clip_skip: request.clip_skip,
+                embeddings: &request.embeddings,
+            };
+            let SdxlConditioning { context, added } = sdxl.condition_with(
                 &self.tokenizer,
                 &self.text_encoder,
-                &request.prompt,
-                &request.negative_prompt,
+                &prompt,
                 guided,
                 batch,
                 request.height,
@@ -708,6 +705,14 @@ pub fn rescale_guidance(guided: Tensor, text: &Tensor, rescale: f64) -> Tensor {
     let std_guided = guided.std_dim(&dims[..], true, true);
     let rescaled = &guided * (std_text / std_guided);
     rescaled * rescale + guided * (1.0 - rescale)
+}
+
+/// The components a LoRA may touch in a model of `family`.
+fn lora_components(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Sdxl => &["unet", "text_encoder", "text_encoder_2"],
+        Family::Sd1 | Family::Sd2 => &["unet", "text_encoder"],
+    }
 }
 
 fn load_text_encoder(

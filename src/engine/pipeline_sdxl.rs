@@ -1,12 +1,16 @@
 //! SDXL's conditioning, as diffusers' `StableDiffusionXLPipeline` builds it: the penultimate
 //! hidden states of both text encoders side by side, the second encoder's projected pooled
-//! embedding, and the size conditions (`add_time_ids`).
+//! embedding, and the size conditions (`add_time_ids`). Prompts are read in AUTOMATIC1111's
+//! syntax (weights, BREAK, long prompts, clip skip, textual inversion): see `prompt::sdxl`.
 use super::error::{EngineError, Result};
-use super::loader::ModelFolder;
+use super::loader::{ModelFolder, ModelSource};
+use super::lora::LoraSet;
 use super::models::clip::{ClipTextModel, ClipTextModelWithProjection};
 use super::models::clip_config::ClipTextConfig;
 use super::models::unet::UNetConditioning;
+use super::prompt::{Part, SdxlEmbedding, SdxlPromptEncoder, SdxlSide, TextualInversions};
 use super::tokenizer::ClipTokenizer;
+use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 /// The second tokenizer and text encoder of an SDXL folder, and how it treats empty negatives.
@@ -20,10 +24,16 @@ pub struct SdxlText {
     kind: Kind,
 }
 
-/// One prompt through both encoders: `[1, tokens, width_1 + width_2]` and `[1, projection]`.
-struct Encoded {
-    hidden: Tensor,
-    pooled: Tensor,
+/// What a render asks of the text side.
+#[derive(Debug, Clone, Copy)]
+pub struct SdxlPrompt<'a> {
+    pub prompt: &'a str,
+    /// Empty: no negative prompt (zeros when the model asks for them).
+    pub negative: &'a str,
+    /// AUTOMATIC1111's clip skip (0 or 1: SDXL's usual penultimate layer).
+    pub clip_skip: u32,
+    /// Textual-inversion files or folders (SDXL embeddings: `clip_l` and `clip_g`).
+    pub embeddings: &'a [PathBuf],
 }
 
 /// What the UNet needs for a render: the text context and SDXL's added conditions, with the
@@ -34,28 +44,38 @@ pub struct SdxlConditioning {
 }
 
 impl SdxlText {
-    /// Loads `tokenizer_2/` and `text_encoder_2/`. Weight mismatches go to `mismatches`, so
-    /// that the caller reports every component's at once.
+    /// Loads `tokenizer_2/` and `text_encoder_2/` of a folder. Weight mismatches go to
+    /// `mismatches`, so that the caller reports every component's at once.
     pub fn load(
         folder: &ModelFolder,
         device: Device,
         kind: Kind,
         mismatches: &mut Vec<EngineError>,
     ) -> Result<Self> {
-        let tokenizer_dir = folder.component("tokenizer_2");
-        let tokenizer_2 = if tokenizer_dir.join("vocab.json").is_file() {
-            ClipTokenizer::from_folder(&tokenizer_dir)?
-        } else {
-            // SDXL's second tokenizer is OpenCLIP's, which pads with "!".
-            ClipTokenizer::embedded("!")?
-        };
-        let config = ClipTextConfig::from_file(&folder.config("text_encoder_2", "config.json"))?;
-        let weights = folder.weights("text_encoder_2", "model", device, kind)?;
-        let text_encoder_2 = ClipTextModelWithProjection::new(&weights.root(), &config)?;
-        mismatches.extend(weights.finish().err());
+        let source = ModelSource::Folder(folder.clone());
+        Self::load_from(&source, &LoraSet::default(), device, kind, mismatches)
+    }
 
-        let index: serde_json::Value =
-            super::loader::read_json(&folder.root.join("model_index.json"))?;
+    /// Loads the second tokenizer and text encoder of a folder or a single-file checkpoint,
+    /// with the LoRAs' `text_encoder_2` parts fused in.
+    pub fn load_from(
+        source: &ModelSource,
+        loras: &LoraSet,
+        device: Device,
+        kind: Kind,
+        mismatches: &mut Vec<EngineError>,
+    ) -> Result<Self> {
+        // SDXL's second tokenizer is OpenCLIP's, which pads with "!".
+        let tokenizer_2 = source.tokenizer("tokenizer_2", "!")?;
+        let text_encoder_2 = load_encoder(source, loras, device, kind, mismatches)?;
+        let index = match source {
+            ModelSource::Folder(folder) => Some(folder.root.join("model_index.json")),
+            ModelSource::SingleFile(c) => c.config_dir().map(|d| d.join("model_index.json")),
+        };
+        let index: serde_json::Value = match index.filter(|p| p.is_file()) {
+            Some(path) => super::loader::read_json(&path)?,
+            None => serde_json::Value::Null,
+        };
         let force_zeros_for_empty_prompt = index
             .get("force_zeros_for_empty_prompt")
             .and_then(|v| v.as_bool())
@@ -68,6 +88,18 @@ impl SdxlText {
             device,
             kind,
         })
+    }
+
+    /// Rebuilds the second text encoder from the model's files with other LoRAs (none: the
+    /// base weights, bit for bit).
+    pub fn set_loras(&mut self, source: &ModelSource, loras: &LoraSet) -> Result<()> {
+        let mut mismatches = Vec::new();
+        let encoder = load_encoder(source, loras, self.device, self.kind, &mut mismatches)?;
+        if let Some(e) = mismatches.into_iter().next() {
+            return Err(e);
+        }
+        self.text_encoder_2 = encoder;
+        Ok(())
     }
 
     /// The context and added conditions for `batch` images of `height` x `width` pixels. An
@@ -84,19 +116,77 @@ impl SdxlText {
         height: i64,
         width: i64,
     ) -> Result<SdxlConditioning> {
-        let positive = self.encode(tokenizer, text_encoder, prompt)?;
-        let repeat = |e: &Encoded| (e.hidden.repeat([batch, 1, 1]), e.pooled.repeat([batch, 1]));
-        let (mut context, mut pooled) = repeat(&positive);
-        if guided {
-            let negative = if negative.is_empty() && self.force_zeros_for_empty_prompt {
-                Encoded {
-                    hidden: positive.hidden.zeros_like(),
-                    pooled: positive.pooled.zeros_like(),
-                }
-            } else {
-                self.encode(tokenizer, text_encoder, negative)?
+        let request = SdxlPrompt {
+            prompt,
+            negative,
+            clip_skip: 0,
+            embeddings: &[],
+        };
+        self.condition_with(
+            tokenizer,
+            text_encoder,
+            &request,
+            guided,
+            batch,
+            height,
+            width,
+        )
+    }
+
+    /// As [`condition`](Self::condition), with clip skip and textual-inversion embeddings.
+    #[allow(clippy::too_many_arguments)]
+    pub fn condition_with(
+        &self,
+        tokenizer: &ClipTokenizer,
+        text_encoder: &ClipTextModel,
+        request: &SdxlPrompt,
+        guided: bool,
+        batch: i64,
+        height: i64,
+        width: i64,
+    ) -> Result<SdxlConditioning> {
+        let width_1 = text_encoder.hidden_size();
+        let width_2 = self.text_encoder_2.text_model().hidden_size();
+        let embeddings =
+            TextualInversions::load_part(request.embeddings, tokenizer, width_1, Part::ClipL)?;
+        let embeddings_2 = TextualInversions::load_part(
+            request.embeddings,
+            &self.tokenizer_2,
+            width_2,
+            Part::ClipG,
+        )?;
+        let encoder = SdxlPromptEncoder::new(
+            SdxlSide {
+                tokenizer,
+                embeddings: &embeddings,
+            },
+            text_encoder,
+            SdxlSide {
+                tokenizer: &self.tokenizer_2,
+                embeddings: &embeddings_2,
+            },
+            &self.text_encoder_2,
+            request.clip_skip,
+        )?;
+        let zeros = request.negative.is_empty() && self.force_zeros_for_empty_prompt;
+        let (positive, negative) = if !guided {
+            (encoder.encode(request.prompt)?, None)
+        } else if zeros {
+            let positive = encoder.encode(request.prompt)?;
+            let negative = SdxlEmbedding {
+                hidden: positive.hidden.zeros_like(),
+                pooled: positive.pooled.zeros_like(),
             };
-            let (neg_context, neg_pooled) = repeat(&negative);
+            (positive, Some(negative))
+        } else {
+            let (p, n) = encoder.encode_pair(request.prompt, request.negative)?;
+            (p, Some(n))
+        };
+        let repeat =
+            |e: &SdxlEmbedding| (e.hidden.repeat([batch, 1, 1]), e.pooled.repeat([batch, 1]));
+        let (mut context, mut pooled) = repeat(&positive);
+        if let Some(negative) = &negative {
+            let (neg_context, neg_pooled) = repeat(negative);
             context = Tensor::cat(&[neg_context, context], 0);
             pooled = Tensor::cat(&[neg_pooled, pooled], 0);
         }
@@ -118,35 +208,21 @@ impl SdxlText {
             },
         })
     }
+}
 
-    /// diffusers' `encode_prompt` for one prompt: `hidden_states[-2]` of each encoder (not
-    /// through the final layer norm), concatenated; the pooled embedding from the second.
-    fn encode(
-        &self,
-        tokenizer: &ClipTokenizer,
-        text_encoder: &ClipTextModel,
-        prompt: &str,
-    ) -> Result<Encoded> {
-        let ids = |t: &ClipTokenizer| {
-            Tensor::from_slice(&t.encode_padded(prompt))
-                .unsqueeze(0)
-                .to_device(self.device)
-        };
-        let layers_1 = text_encoder.num_layers();
-        let first = text_encoder.forward_until(&ids(tokenizer), layers_1.saturating_sub(1))?;
-        let out = self.text_encoder_2.forward(&ids(&self.tokenizer_2))?;
-        let states = &out.text.hidden_states;
-        let second = &states[states.len().saturating_sub(2)];
-        if first.size()[1] != second.size()[1] {
-            return Err(EngineError::Invalid(format!(
-                "the two tokenizers give {} and {} tokens: check tokenizer/ and tokenizer_2/ (model_max_length)",
-                first.size()[1],
-                second.size()[1]
-            )));
-        }
-        Ok(Encoded {
-            hidden: Tensor::cat(&[&first, second], -1),
-            pooled: out.text_embeds,
-        })
-    }
+fn load_encoder(
+    source: &ModelSource,
+    loras: &LoraSet,
+    device: Device,
+    kind: Kind,
+    mismatches: &mut Vec<EngineError>,
+) -> Result<ClipTextModelWithProjection> {
+    let config: ClipTextConfig =
+        source.config("text_encoder_2", "config.json", ClipTextConfig::validate)?;
+    let weights = source.weights("text_encoder_2", "model", device, kind)?;
+    let patch = loras.patch_for("text_encoder_2", &weights)?;
+    let weights = weights.with_patch(patch);
+    let model = ClipTextModelWithProjection::new(&weights.root(), &config)?;
+    mismatches.extend(weights.finish().err());
+    Ok(model)
 }

@@ -113,6 +113,7 @@ pub fn reference_path(name: &str) -> PathBuf {
         "prompt",
         "checkpoint",
         "families",
+        "sdxl",
         "img2img",
     ];
     let stem = name.split(['/', '.']).next().unwrap_or(name);

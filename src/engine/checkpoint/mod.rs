@@ -168,6 +168,11 @@ impl Checkpoint {
         &self.path
     }
 
+    /// The diffusers folder whose configs replace the embedded ones, if one was given.
+    pub fn config_dir(&self) -> Option<&Path> {
+        self.config_dir.as_deref()
+    }
+
     pub fn detected(&self) -> &Detected {
         &self.detected
     }

@@ -354,6 +354,12 @@ impl ClipTextModelWithProjection {
         &self.text_model
     }
 
+    /// `text_projection` of a pooled output (for callers that run the text model themselves,
+    /// as textual inversion does).
+    pub fn project(&self, pooled: &Tensor) -> Tensor {
+        self.text_projection.forward(pooled)
+    }
+
     /// The projected pooled embedding and every hidden state, for `input_ids` `[batch, seq]`.
     pub fn forward(&self, input_ids: &Tensor) -> Result<ClipProjectedOutput> {
         let text = self.text_model.forward(input_ids)?;

@@ -27,20 +27,38 @@ pub fn encode_chunk(
             encoder.forward_clip_skip(&ids, skip)?
         }
     } else {
-        let tokens = encoder.token_embeddings(&ids)?;
-        for fix in &chunk.fixes {
-            let vectors = embeddings.vectors(fix.file)?;
-            let mut rows = tokens.narrow(1, fix.offset as i64, fix.vectors as i64);
-            rows.copy_(&vectors.to_kind(tokens.kind()).unsqueeze(0));
-        }
+        let tokens = token_embeddings(encoder, chunk, embeddings)?;
         let layers = encoder.num_layers().saturating_sub(skip);
         let h = encoder.forward_embeddings_until(&tokens, layers)?;
         encoder.final_layer_norm(&h)
     };
-    if chunk.multipliers.iter().all(|&m| m == 1.0) {
-        return Ok(hidden);
+    Ok(apply_emphasis(hidden, &chunk.multipliers))
+}
+
+/// The chunk's token embeddings with its textual-inversion vectors in place (A1111's
+/// `EmbeddingsWithFixes`), positions not yet added.
+pub fn token_embeddings(
+    encoder: &ClipTextModel,
+    chunk: &Chunk,
+    embeddings: &TextualInversions,
+) -> Result<Tensor> {
+    let ids = Tensor::from_slice(&chunk.ids).unsqueeze(0);
+    let tokens = encoder.token_embeddings(&ids)?;
+    for fix in &chunk.fixes {
+        let vectors = embeddings.vectors(fix.file)?;
+        let mut rows = tokens.narrow(1, fix.offset as i64, fix.vectors as i64);
+        rows.copy_(&vectors.to_kind(tokens.kind()).unsqueeze(0));
     }
-    Ok(emphasize(&hidden, &chunk.multipliers).to_kind(hidden.kind()))
+    Ok(tokens)
+}
+
+/// The chunk's weights applied to its `[1, ids, hidden]` hidden states; all-1 weights leave
+/// them as they are (A1111's multiply by 1 and rescale by 1 would change no value).
+pub fn apply_emphasis(hidden: Tensor, multipliers: &[f64]) -> Tensor {
+    if multipliers.iter().all(|&m| m == 1.0) {
+        return hidden;
+    }
+    emphasize(&hidden, multipliers).to_kind(hidden.kind())
 }
 
 /// A1111's weighting with mean restoration, in fp32 (A1111's multipliers are an fp32 tensor,

@@ -4,15 +4,18 @@
 //! exactly diffusers' embedding.
 //!
 //! parser.rs reads the syntax, chunks.rs cuts tokens into chunks, embed.rs runs a chunk through
-//! the text encoder and applies the weights, textual_inversion.rs finds embeddings by name.
+//! the text encoder and applies the weights, textual_inversion.rs finds embeddings by name,
+//! sdxl.rs does all of it with SDXL's two text encoders.
 pub mod chunks;
 pub mod embed;
 pub mod parser;
+pub mod sdxl;
 pub mod textual_inversion;
 
 pub use chunks::{Chunk, ChunkSpec, Fix, COMMA_BACKTRACK};
 pub use parser::{escape_attention, parse_prompt_attention, Weighted};
-pub use textual_inversion::TextualInversions;
+pub use sdxl::{SdxlEmbedding, SdxlPromptEncoder, SdxlSide};
+pub use textual_inversion::{Part, TextualInversions};
 
 use crate::engine::error::{EngineError, Result};
 use crate::engine::models::clip::ClipTextModel;

@@ -5,6 +5,8 @@
 //!   file stem (`my-style.safetensors` is `my-style`).
 //! - diffusers' (`learned_embeds.safetensors`): one tensor named by its token, `[dim]` or
 //!   `[vectors, dim]`; the prompt names it by that token (`<cat-toy>`) or by the file stem.
+//! - SDXL's: `clip_l` and `clip_g`, one set of vectors per text encoder, named by the file
+//!   stem; each encoder loads its own part ([`Part`]).
 //!
 //! As in A1111, a name is found in the prompt by its token ids (the name tokenized like any
 //! text), and its vectors take the place of those tokens. Files are indexed when loaded, but a
@@ -46,6 +48,17 @@ pub struct Found {
     pub vectors: usize,
 }
 
+/// Which vectors of a file an index reads: a one-encoder model's, or one of SDXL's two sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `emb_params` or a token's tensor, for SD 1.x/2.x.
+    Single,
+    /// SDXL's `clip_l` (the first text encoder's vectors).
+    ClipL,
+    /// SDXL's `clip_g` (the second text encoder's vectors).
+    ClipG,
+}
+
 /// The embeddings a render may use, indexed by name.
 #[derive(Default)]
 pub struct TextualInversions {
@@ -62,6 +75,17 @@ impl TextualInversions {
     /// Indexes the `.safetensors` files among `paths` (files, or folders searched recursively)
     /// for a text encoder of width `dim`. A path that does not exist is an error.
     pub fn load(paths: &[PathBuf], tokenizer: &ClipTokenizer, dim: i64) -> Result<Self> {
+        Self::load_part(paths, tokenizer, dim, Part::Single)
+    }
+
+    /// As [`load`](Self::load), reading `part` of each file: SDXL's encoders each index the
+    /// same files, so the same names find the same file in both.
+    pub fn load_part(
+        paths: &[PathBuf],
+        tokenizer: &ClipTokenizer,
+        dim: i64,
+        part: Part,
+    ) -> Result<Self> {
         let mut found = Vec::new();
         for path in paths {
             if path.is_dir() {
@@ -79,7 +103,7 @@ impl TextualInversions {
         for path in found {
             let ext = extension(&path);
             let (vectors, token) = if ext == "safetensors" {
-                read_embedding(&path, dim)
+                read_embedding(&path, dim, part)
             } else if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
                 (
                     Err(format!(
@@ -194,13 +218,20 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The vectors of one `.safetensors` embedding, and the token a diffusers-style file names.
-fn read_embedding(path: &Path, dim: i64) -> (std::result::Result<Tensor, String>, Option<String>) {
+fn read_embedding(
+    path: &Path,
+    dim: i64,
+    part: Part,
+) -> (std::result::Result<Tensor, String>, Option<String>) {
     let weights = match Weights::open(&[path.to_path_buf()], Device::Cpu, Kind::Float) {
         Ok(w) => w,
         Err(e) => return (Err(format!("cannot be read: {e}")), None),
     };
     let mut names: Vec<&str> = weights.names().collect();
     names.sort_unstable();
+    if part != Part::Single {
+        return (read_sdxl(&weights, &names, dim, part), None);
+    }
     let (key, token) = match names[..] {
         _ if names.contains(&"emb_params") => ("emb_params", None),
         ["clip_g", "clip_l"] => {
@@ -222,6 +253,43 @@ fn read_embedding(path: &Path, dim: i64) -> (std::result::Result<Tensor, String>
         }
     };
     (vectors_of(&weights, key, dim), token)
+}
+
+/// One encoder's vectors of an SDXL embedding; both encoders must get as many, or the two
+/// would cut a prompt into different chunks.
+fn read_sdxl(
+    weights: &Weights,
+    names: &[&str],
+    dim: i64,
+    part: Part,
+) -> std::result::Result<Tensor, String> {
+    if names != ["clip_g", "clip_l"] {
+        return Err(format!(
+            "is not an SDXL embedding (it holds {}): SDXL models need one with `clip_l` and `clip_g` vectors, \
+             as SDXL textual inversions are saved",
+            names.iter().take(4).copied().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let (key, other) = match part {
+        Part::ClipG => ("clip_g", "clip_l"),
+        _ => ("clip_l", "clip_g"),
+    };
+    let rows = |k: &str| {
+        let shape = weights.shape_of(k).unwrap_or_default();
+        if shape.len() == 2 {
+            shape[0]
+        } else {
+            1
+        }
+    };
+    if rows(key) != rows(other) {
+        return Err(format!(
+            "has {} clip_l vectors but {} clip_g vectors; SDXL needs as many of each",
+            rows("clip_l"),
+            rows("clip_g")
+        ));
+    }
+    vectors_of(weights, key, dim)
 }
 
 fn vectors_of(weights: &Weights, key: &str, dim: i64) -> std::result::Result<Tensor, String> {
