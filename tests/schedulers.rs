@@ -342,15 +342,9 @@ fn unsupported_settings_are_refused_clearly() {
         ),
         (
             SamplerKind::Euler,
-            r#"{"use_karras_sigmas": true}"#,
+            r#"{"use_karras_sigmas": true, "use_beta_sigmas": true}"#,
             4,
-            "use_karras_sigmas",
-        ),
-        (
-            SamplerKind::Euler,
-            r#"{"use_exponential_sigmas": true}"#,
-            4,
-            "use_exponential_sigmas",
+            "more than one of use_karras_sigmas",
         ),
         (
             SamplerKind::Euler,

@@ -115,6 +115,7 @@ pub fn reference_path(name: &str) -> PathBuf {
         "families",
         "sdxl",
         "img2img",
+        "scheduler_img2img",
     ];
     let stem = name.split(['/', '.']).next().unwrap_or(name);
     let cached = CACHED.iter().any(|c| {

@@ -147,7 +147,8 @@ pub struct SchedulerConfig {
     pub sample_max_value: f64,
     pub rescale_betas_zero_snr: bool,
     pub interpolation_type: InterpolationType,
-    /// Euler: Karras, exponential and beta sigma spacings; easel does not offer them yet.
+    /// Karras, exponential and beta sigma spacings (Euler, the k-diffusion samplers, the multistep
+    /// solvers); at most one may be true.
     pub use_karras_sigmas: Option<bool>,
     pub use_exponential_sigmas: Option<bool>,
     pub use_beta_sigmas: Option<bool>,

@@ -167,6 +167,10 @@ impl DeisMultistep {
 }
 
 impl Scheduler for DeisMultistep {
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(DeisMultistep::sigmas(self))
+    }
+
     fn order(&self) -> usize {
         1
     }

@@ -1,12 +1,13 @@
 //! Euler's method on the Karras et al. (2022) ODE, as diffusers' EulerDiscreteScheduler runs it
-//! (s_churn = 0: no noise is added). Also the sigma schedule Euler ancestral shares.
+//! (s_churn = 0: no noise is added), with its Karras, exponential and beta sigma spacings. Also
+//! the sigma schedule Euler ancestral shares.
 use super::betas::alphas_cumprod;
 use super::config::{
     FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
     TimestepType,
 };
 use super::scalar::{ln, sqrt, square};
-use super::{check_steps, img2img, spacing, Scheduler};
+use super::{check_steps, img2img, sigmas, spacing, Schedule, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -52,6 +53,41 @@ impl SigmaSchedule {
             sigmas,
             alphas_cumprod,
         })
+    }
+
+    /// Euler's `use_*_sigmas`: `steps` sigmas respaced between the interpolated ones' ends (or
+    /// the config's `sigma_min`/`sigma_max`), timesteps from them, and a zero after them.
+    fn respace(
+        &mut self,
+        respacing: Schedule,
+        config: &SchedulerConfig,
+        steps: usize,
+    ) -> Result<()> {
+        let (train, log_sigmas) = sigmas::train_sigmas(&self.alphas_cumprod)?;
+        // numpy's interp gives float64 here, which the respacing starts from.
+        let interpolated: Vec<f64> = self
+            .timesteps
+            .iter()
+            .map(|&t| spacing::interp(f64::from(t), &train))
+            .collect();
+        let (Some(&last), Some(&first)) = (interpolated.last(), interpolated.first()) else {
+            return Err(EngineError::Invalid(
+                "no timesteps to respace: use at least one step".into(),
+            ));
+        };
+        let min = config.sigma_min.unwrap_or(last);
+        let max = config.sigma_max.unwrap_or(first);
+        let respaced = sigmas::respace(respacing, min, max, steps);
+        self.timesteps = respaced
+            .iter()
+            .map(|&s| sigmas::sigma_to_t(s, &log_sigmas) as f32)
+            .collect();
+        self.sigmas = respaced
+            .iter()
+            .map(|&s| s as f32)
+            .chain(std::iter::once(0.0))
+            .collect();
+        Ok(())
     }
 
     /// diffusers' `init_noise_sigma`: the largest sigma, or sqrt(sigma² + 1) with leading spacing.
@@ -100,9 +136,7 @@ pub struct EulerDiscrete {
 
 impl EulerDiscrete {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
-        refuse(config.use_karras_sigmas, "use_karras_sigmas")?;
-        refuse(config.use_exponential_sigmas, "use_exponential_sigmas")?;
-        refuse(config.use_beta_sigmas, "use_beta_sigmas")?;
+        let respacing = sigmas::configured(config)?;
         if config.interpolation_type != InterpolationType::Linear {
             return Err(EngineError::Invalid(format!(
                 "interpolation_type {:?} is not supported by easel's Euler yet: set it to \"linear\" \
@@ -111,6 +145,9 @@ impl EulerDiscrete {
             )));
         }
         let mut schedule = SigmaSchedule::new(config, steps)?;
+        if respacing != Schedule::Default {
+            schedule.respace(respacing, config, steps)?;
+        }
         if config.final_sigmas_type == FinalSigmasType::SigmaMin {
             // Computed on its own, as diffusers does, which can differ from train_sigmas[0].
             let first = schedule.alphas_cumprod[0];
@@ -145,17 +182,11 @@ impl EulerDiscrete {
     }
 }
 
-fn refuse(flag: Option<bool>, key: &str) -> Result<()> {
-    if flag == Some(true) {
-        return Err(EngineError::Invalid(format!(
-            "the scheduler config sets {key}, which easel's Euler does not offer yet: \
-             set it to false"
-        )));
-    }
-    Ok(())
-}
-
 impl Scheduler for EulerDiscrete {
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(self.sigmas.clone())
+    }
+
     fn order(&self) -> usize {
         1
     }

@@ -44,6 +44,10 @@ impl EulerAncestralDiscrete {
 }
 
 impl Scheduler for EulerAncestralDiscrete {
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(self.sigmas.clone())
+    }
+
     fn order(&self) -> usize {
         1
     }

@@ -249,12 +249,14 @@ impl SamplerKind {
     }
 
     /// The schedules besides `Default` that this sampler takes (those its diffusers scheduler
-    /// offers as `use_karras_sigmas` and its siblings; Euler's are not implemented yet). Others
+    /// offers as `use_karras_sigmas` and its siblings). Others
     /// are refused rather than ignored.
     pub fn schedules(self) -> &'static [Schedule] {
         const RESPACED: &[Schedule] = &[Schedule::Karras, Schedule::Exponential, Schedule::Beta];
         match self {
-            Self::Ddim | Self::Euler | Self::EulerAncestral => &[],
+            // diffusers' EulerAncestralDiscreteScheduler has no use_*_sigmas.
+            Self::Ddim | Self::EulerAncestral => &[],
+            Self::Euler => RESPACED,
             // samplers-a
             Self::Ddpm | Self::Pndm => &[],
             Self::Lms

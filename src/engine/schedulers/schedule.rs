@@ -103,6 +103,14 @@ impl SamplerOptions {
         if self.schedule == Schedule::Default {
             return Ok(config);
         }
+        if kind == SamplerKind::EulerAncestral {
+            return Err(EngineError::Invalid(format!(
+                "the euler_a sampler does not take the {schedule} schedule (diffusers' Euler \
+                 ancestral has no such option): use --schedule default, or euler or dpmpp_2m \
+                 with {schedule}",
+                schedule = self.schedule
+            )));
+        }
         if !kind.schedules().contains(&self.schedule) {
             let takers: Vec<&str> = SamplerKind::ALL
                 .iter()

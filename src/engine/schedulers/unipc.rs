@@ -312,6 +312,10 @@ fn combine(rhos: &[f32], d1s: &[Tensor], like: &Tensor) -> Tensor {
 }
 
 impl Scheduler for UniPcMultistep {
+    fn sigmas(&self) -> Option<Vec<f64>> {
+        Some(UniPcMultistep::sigmas(self))
+    }
+
     fn order(&self) -> usize {
         1
     }
