@@ -342,11 +342,6 @@ impl StableDiffusion {
         if !(self.info.inpainting && mask.is_some()) {
             self.info.check_text_to_image()?;
         }
-        if mask.is_some() && self.sdxl.is_some() {
-            return Err(EngineError::Invalid(
-                "inpainting with SDXL models is not supported yet: use an SD 1.x or 2.x model, or img2img without --mask".into(),
-            ));
-        }
         if request.batch_size < 1 {
             return Err(EngineError::Invalid(
                 "the batch size must be at least 1".into(),
@@ -527,7 +522,7 @@ impl StableDiffusion {
         };
         let image = img2img::image_tensor(&init.image);
         let Some(mask) = &init.mask else {
-            let image_latents = img2img::repeat_batch(&self.encode_image(&image)?, batch);
+            let image_latents = img2img::repeat_batch(&self.encode_image(&image, false)?, batch);
             let drawn = noise(shape);
             return Ok(StartLatents {
                 latents: scheduler.add_noise(&image_latents, &drawn, begin),
@@ -540,7 +535,10 @@ impl StableDiffusion {
         let binarized = mask.blurred().binarized();
         // diffusers encodes the image before drawing the noise only when it needs its latents.
         let image_latents = if !nine || !full {
-            Some(img2img::repeat_batch(&self.encode_image(&image)?, batch))
+            Some(img2img::repeat_batch(
+                &self.encode_image(&image, true)?,
+                batch,
+            ))
         } else {
             None
         };
@@ -551,7 +549,7 @@ impl StableDiffusion {
         };
         // The masked image is encoded (one more posterior draw) even when a regular UNet never
         // uses it, as diffusers does: later draws stay aligned.
-        let masked = self.encode_image(&img2img::masked_image(&image, &binarized))?;
+        let masked = self.encode_image(&img2img::masked_image(&image, &binarized), true)?;
         let masked = img2img::repeat_batch(&masked, batch);
         let latent_mask = img2img::to_model(
             &img2img::repeat_batch(&img2img::latent_mask(&binarized, shape[2], shape[3]), batch),
@@ -588,10 +586,13 @@ impl StableDiffusion {
 
     /// An image (`[1, 3, H, W]` in [-1, 1]) to scaled latents in the model's kind: the VAE's
     /// posterior sampled with the next draws of the seeded generator (diffusers'
-    /// `retrieve_latents(..., generator)`). SDXL pipelines encode with an fp16 VAE upcast to
-    /// fp32 when its config says force_upcast, drawing in fp32 then.
-    fn encode_image(&self, image: &Tensor) -> Result<Tensor> {
-        let upcast = self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast;
+    /// `retrieve_latents(..., generator)`). SDXL pipelines encode with a half-precision VAE
+    /// upcast to fp32 when its config says force_upcast, drawing in fp32 then. Inpainting
+    /// pipelines scale by `scaling_factor` alone; img2img ones as the VAE config says (SDXL's
+    /// per-channel statistics when set).
+    fn encode_image(&self, image: &Tensor, inpainting: bool) -> Result<Tensor> {
+        let upcast =
+            self.sdxl.is_some() && self.kind != Kind::Float && self.vae_config.force_upcast;
         let (vae, kind) = if upcast {
             (self.vae_fp32()?, Kind::Float)
         } else {
@@ -600,8 +601,12 @@ impl StableDiffusion {
         let posterior = vae.encode(&image.to_kind(kind).to_device(self.device))?;
         // The caller holds the seeded global generator (SeededNoise) for the whole render.
         let draw = Tensor::randn(posterior.mean.size(), (kind, Device::Cpu));
-        let sample = posterior.sample(&draw)?;
-        Ok(vae.scale_latents(&sample).to_kind(self.kind))
+        let sample = posterior.sample(&draw)?.to_kind(self.kind);
+        Ok(if inpainting {
+            sample * self.vae_config.scaling_factor
+        } else {
+            vae.scale_latents(&sample)
+        })
     }
 
     /// The fp32 VAE, loaded on first use.
