@@ -147,6 +147,8 @@ pub enum RecipeError {
     MaskBlur(u32),
     #[error("{0} needs --init-image: a mask or strength applies to an image to start from")]
     NeedsInit(&'static str),
+    #[error("{0} needs --mask: it shapes the inpainting mask")]
+    NeedsMask(&'static str),
 }
 
 pub fn check_steps(steps: usize) -> Result<(), RecipeError> {

@@ -313,8 +313,16 @@ fn cli_refuses_unreadable_images_and_img2img_flags_without_an_image() {
     let model = model.to_str().unwrap();
     let missing = root.path().join("nope.png");
     let missing = missing.to_str().unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let init = root.path().join("init.png");
+    image::save_buffer(&init, &[128u8; 8 * 8 * 3], 8, 8, image::ColorType::Rgb8).unwrap();
+    let init = init.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
         (&["--init-image", missing], "cannot read the init image"),
+        (
+            &["--init-image", init, "--mask", missing],
+            "cannot read the mask",
+        ),
+        (&["--init-image", init, "--keep-unmasked"], "needs --mask"),
         (&["--mask", missing], "needs --init-image"),
         (&["--strength", "0.5"], "needs --init-image"),
         (

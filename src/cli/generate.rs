@@ -358,6 +358,16 @@ pub fn resolve_init(args: &GenerateArgs, patch: &mut RecipePatch) -> Result<()> 
         }
         return Ok(());
     };
+    if patch.mask.is_none() {
+        for (given, flag) in [
+            (args.mask_blur.is_some(), "--mask-blur"),
+            (args.keep_unmasked, "--keep-unmasked"),
+        ] {
+            if given {
+                return Err(RecipeError::NeedsMask(flag).into());
+            }
+        }
+    }
     if patch.width.is_none() || patch.height.is_none() {
         let (w, h) = super::init_image::size_of(Path::new(&image))?;
         patch.width.get_or_insert(w);

@@ -66,10 +66,20 @@ pub fn read_mask(path: &Path) -> Result<Mask> {
 
 /// The engine's init image for a recipe's settings at `width` x `height`.
 pub fn load(init: &RecipeInit, width: u32, height: u32) -> Result<InitImage> {
-    let image = fit_image(&read_image(Path::new(&init.image))?, width, height);
+    let original = read_image(Path::new(&init.image))?;
+    let image = fit_image(&original, width, height);
     let mask = match &init.mask {
         Some(path) => Some(InpaintMask {
-            mask: fit_mask(&read_mask(Path::new(path))?, width, height),
+            mask: {
+                let mask = read_mask(Path::new(path))?;
+                if (mask.width, mask.height) != (original.width, original.height) {
+                    eprintln!(
+                        "note: the mask is {}x{} and the init image {}x{}: each is scaled and cropped to {width}x{height} on its own",
+                        mask.width, mask.height, original.width, original.height
+                    );
+                }
+                fit_mask(&mask, width, height)
+            },
             blur: init.mask_blur,
             keep_unmasked: init.keep_unmasked,
         }),
