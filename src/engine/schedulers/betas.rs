@@ -18,6 +18,46 @@ pub fn alphas_cumprod(config: &SchedulerConfig) -> Result<Vec<f32>> {
     Ok(Vec::<f32>::try_from(&cumprod)?)
 }
 
+/// `alphas_cumprod` for the schedulers whose diffusers class has no `rescale_betas_zero_snr`
+/// (PNDM, DEIS, the k-diffusion samplers) and so drops the key.
+pub fn alphas_cumprod_unrescaled(config: &SchedulerConfig) -> Result<Vec<f32>> {
+    alphas_cumprod(&SchedulerConfig {
+        rescale_betas_zero_snr: false,
+        ..config.clone()
+    })
+}
+
+/// `alphas_cumprod` for the sigma-based schedulers that rescale (Euler, UniPC): after a zero
+/// terminal SNR rescale diffusers sets the last to 2^-24, keeping its sigma finite (about 4096).
+pub fn alphas_cumprod_finite(config: &SchedulerConfig) -> Result<Vec<f32>> {
+    let mut alphas = alphas_cumprod(config)?;
+    if config.rescale_betas_zero_snr {
+        if let Some(last) = alphas.last_mut() {
+            *last = 2f32.powi(-24);
+        }
+    }
+    Ok(alphas)
+}
+
+/// ᾱ at training timestep `t`, indexed as diffusers' tensors are (-1 is the last); None
+/// outside the table.
+pub fn at(alphas_cumprod: &[f32], t: i64) -> Option<f32> {
+    let n = alphas_cumprod.len() as i64;
+    let i = if t < 0 { n + t } else { t };
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| alphas_cumprod.get(i).copied())
+}
+
+/// The ᾱ a step past timestep 0 lands on: 1 with `set_alpha_to_one` (`default` where the config
+/// leaves it out, as each class has its own), else ᾱ at timestep 0.
+pub fn final_alpha_cumprod(config: &SchedulerConfig, alphas_cumprod: &[f32], default: bool) -> f32 {
+    match alphas_cumprod.first() {
+        Some(&first) if !config.alpha_to_one_or(default) => first,
+        _ => 1.0,
+    }
+}
+
 fn betas(config: &SchedulerConfig) -> Result<Tensor> {
     let n = config.num_train_timesteps as i64;
     if let Some(trained) = &config.trained_betas {

@@ -237,6 +237,18 @@ impl Default for SchedulerConfig {
 }
 
 impl SchedulerConfig {
+    /// Refuses dynamic thresholding, which none of easel's samplers offers; `sampler` names
+    /// the sampler in the message.
+    pub(crate) fn refuse_thresholding(&self, sampler: &str) -> Result<()> {
+        if self.thresholding {
+            return Err(EngineError::Invalid(format!(
+                "the scheduler config asks for dynamic thresholding (\"thresholding\": true), \
+                 which easel's {sampler} does not support: set it to false or pick another sampler"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads a `scheduler_config.json`. Errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| EngineError::Io {

@@ -1,10 +1,10 @@
 //! DDIM (Song et al. 2020) with eta = 0, as diffusers' DDIMScheduler runs it in the
 //! Stable Diffusion pipeline.
-use super::betas::alphas_cumprod;
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::betas::{self, alphas_cumprod};
+use super::config::{PredictionType, SchedulerConfig};
 use super::scalar::{sqrt, square};
 use super::{check_steps, img2img, spacing, Scheduler};
-use crate::engine::error::{EngineError, Result};
+use crate::engine::error::Result;
 use tch::Tensor;
 
 pub struct Ddim {
@@ -23,39 +23,15 @@ impl Ddim {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
         check_steps(config, steps)?;
-        if config.thresholding {
-            return Err(EngineError::Invalid(
-                "the scheduler config asks for dynamic thresholding (\"thresholding\": true), \
-                 which easel's DDIM does not support: set it to false or pick another sampler"
-                    .into(),
-            ));
-        }
+        config.refuse_thresholding("DDIM")?;
         let alphas_cumprod = alphas_cumprod(config)?;
-        let train = config.num_train_timesteps;
-        let spacing = config.spacing_or(TimestepSpacing::Leading);
-        let times = spacing::timesteps(spacing, train, steps, config.steps_offset, true);
-        let steps_i64: Vec<i64> = times.iter().map(|&t| t as i64).collect();
-        // diffusers indexes alphas_cumprod with these, Python-style (-1 is the last).
-        if let Some(t) = steps_i64
-            .iter()
-            .find(|&&t| t >= train as i64 || t < -(train as i64))
-        {
-            return Err(EngineError::Invalid(format!(
-                "timestep {t} is outside the {train} training timesteps: lower steps_offset \
-                 ({}) in the scheduler config",
-                config.steps_offset
-            )));
-        }
+        let steps_i64 = spacing::integer_timesteps(config, steps)?;
         Ok(Ddim {
-            final_alpha_cumprod: if config.alpha_to_one_or(true) {
-                1.0
-            } else {
-                alphas_cumprod[0]
-            },
+            final_alpha_cumprod: betas::final_alpha_cumprod(config, &alphas_cumprod, true),
             alphas_cumprod,
             timesteps: steps_i64.iter().map(|&t| t as f64).collect(),
             steps: steps_i64,
-            stride: (train / steps) as i64,
+            stride: (config.num_train_timesteps / steps) as i64,
             prediction_type: config.prediction_type,
             clip_range: config
                 .clip_sample_or(true)
@@ -63,9 +39,9 @@ impl Ddim {
         })
     }
 
+    /// Timesteps were checked against the table when the scheduler was built.
     fn alpha_at(&self, t: i64) -> f32 {
-        let n = self.alphas_cumprod.len() as i64;
-        self.alphas_cumprod[if t < 0 { n + t } else { t } as usize]
+        betas::at(&self.alphas_cumprod, t).unwrap_or(f32::NAN)
     }
 }
 
@@ -74,8 +50,6 @@ impl Scheduler for Ddim {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

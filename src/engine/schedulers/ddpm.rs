@@ -1,8 +1,8 @@
 //! DDPM (Ho et al. 2020) ancestral sampling, as diffusers' DDPMScheduler runs it with fewer
 //! inference steps than training steps: each step jumps between the spaced timesteps and adds
 //! fresh noise scaled by the posterior variance.
-use super::betas::alphas_cumprod;
-use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
+use super::betas::{self, alphas_cumprod};
+use super::config::{PredictionType, SchedulerConfig};
 use super::scalar::{exp, ln, sqrt};
 use super::{check_steps, img2img, spacing, Scheduler};
 use crate::engine::error::{EngineError, Result};
@@ -46,30 +46,10 @@ impl Ddpm {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
         check_steps(config, steps)?;
-        if config.thresholding {
-            return Err(EngineError::Invalid(
-                "the scheduler config asks for dynamic thresholding (\"thresholding\": true), \
-                 which easel's DDPM does not support: set it to false or pick another sampler"
-                    .into(),
-            ));
-        }
+        config.refuse_thresholding("DDPM")?;
         let variance = Variance::from_config(config.variance_type.as_deref())?;
         let alphas_cumprod = alphas_cumprod(config)?;
-        let train = config.num_train_timesteps;
-        let spacing = config.spacing_or(TimestepSpacing::Leading);
-        let times = spacing::timesteps(spacing, train, steps, config.steps_offset, true);
-        let steps_i64: Vec<i64> = times.iter().map(|&t| t as i64).collect();
-        // diffusers indexes alphas_cumprod with these, Python-style (-1 is the last).
-        if let Some(t) = steps_i64
-            .iter()
-            .find(|&&t| t >= train as i64 || t < -(train as i64))
-        {
-            return Err(EngineError::Invalid(format!(
-                "timestep {t} is outside the {train} training timesteps: lower steps_offset \
-                 ({}) in the scheduler config",
-                config.steps_offset
-            )));
-        }
+        let steps_i64 = spacing::integer_timesteps(config, steps)?;
         Ok(Ddpm {
             alphas_cumprod,
             timesteps: steps_i64.iter().map(|&t| t as f64).collect(),
@@ -82,9 +62,9 @@ impl Ddpm {
         })
     }
 
+    /// Timesteps were checked against the table when the scheduler was built.
     fn alpha_at(&self, t: i64) -> f32 {
-        let n = self.alphas_cumprod.len() as i64;
-        self.alphas_cumprod[if t < 0 { n + t } else { t } as usize]
+        betas::at(&self.alphas_cumprod, t).unwrap_or(f32::NAN)
     }
 
     /// ᾱ at the step after `step`, or 1 past the last (diffusers' `self.one`).
@@ -101,8 +81,6 @@ impl Scheduler for Ddpm {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

@@ -1,10 +1,12 @@
 //! DEIS (Zhang & Chen 2022), the log-rho multistep exponential integrator, as diffusers'
 //! DEISMultistepScheduler runs it: up to third order on the model's noise prediction, lowering
 //! the order for the first steps and (with few steps) the last ones.
-use super::betas::alphas_cumprod;
+use super::betas::alphas_cumprod_unrescaled;
 use super::config::{PredictionType, SchedulerConfig};
-use super::multistep_sigmas::{self as ms, f32_ops, SigmaSpacing};
-use super::{check_steps, img2img, spacing, Scheduler};
+use super::multistep_sigmas as ms;
+use super::scalar;
+use super::sigmas::train_sigmas;
+use super::{check_steps, img2img, spacing, Schedule, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
 
@@ -29,13 +31,7 @@ impl DeisMultistep {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
         check_steps(config, steps)?;
-        if config.thresholding {
-            return Err(EngineError::Invalid(
-                "the scheduler config asks for dynamic thresholding (\"thresholding\": true), \
-                 which easel's DEIS does not support: set it to false or pick another sampler"
-                    .into(),
-            ));
-        }
+        config.refuse_thresholding("DEIS")?;
         if config.solver_order == 0 {
             return Err(EngineError::Invalid(
                 "solver_order is 0 in the scheduler config: use 1, 2 or 3".into(),
@@ -51,43 +47,22 @@ impl DeisMultistep {
                 "solver_type {other:?} in the scheduler config is not one DEIS knows: use logrho"
             )));
         }
-        let spacing_kind = SigmaSpacing::from_config(config, "DEIS")?;
-        let plain = SchedulerConfig {
-            rescale_betas_zero_snr: false,
-            ..config.clone()
-        };
-        let alphas = alphas_cumprod(&plain)?;
-        let train = ms::train_sigmas(&alphas)?;
-        let (timesteps, sigmas): (Vec<i64>, Vec<f32>) = match spacing_kind {
-            SigmaSpacing::Timesteps => {
-                let t = ms::timesteps(config, steps);
-                let mut s: Vec<f32> = t
-                    .iter()
-                    .map(|&t| spacing::interp(t as f64, &train) as f32)
-                    .collect();
-                let a = alphas[0];
-                s.push(f32_ops::pow_half((1.0 - a) / a));
-                (t, s)
-            }
-            converted => {
-                let logs = ms::log_sigmas(&train)?;
-                let (min, max) = ms::sigma_range(&train, config.sigma_min, config.sigma_max);
-                let s = ms::convert(converted, min, max, steps);
-                let t = s
-                    .iter()
-                    .map(|&sigma| {
-                        let t = ms::sigma_to_t(sigma, &logs);
-                        if converted == SigmaSpacing::Karras {
-                            t.round_ties_even() as i64
-                        } else {
-                            t as i64
-                        }
-                    })
-                    .collect();
-                let mut s: Vec<f32> = s.iter().map(|&s| s as f32).collect();
-                s.push(s.last().copied().unwrap_or(0.0));
-                (t, s)
-            }
+        let schedule = ms::schedule(config, "DEIS")?;
+        let alphas = alphas_cumprod_unrescaled(config)?;
+        let (train, logs) = train_sigmas(&alphas)?;
+        let (timesteps, sigmas): (Vec<i64>, Vec<f32>) = if schedule == Schedule::Default {
+            let t = ms::timesteps(config, steps);
+            let mut s: Vec<f32> = t
+                .iter()
+                .map(|&t| spacing::interp(t as f64, &train) as f32)
+                .collect();
+            let a = alphas[0];
+            s.push(scalar::sqrt((1.0 - a) / a));
+            (t, s)
+        } else {
+            let (t, mut s) = ms::respaced(schedule, config, steps, &train, &logs);
+            s.push(s.last().copied().unwrap_or(0.0));
+            (t, s)
         };
         Ok(DeisMultistep {
             timesteps: timesteps.iter().map(|&t| t as f64).collect(),
@@ -107,7 +82,7 @@ impl DeisMultistep {
 
     /// The noise the model's output implies, through its x0 prediction as diffusers does.
     fn convert(&self, model_output: &Tensor, sample: &Tensor, step: usize) -> Tensor {
-        let (alpha, sigma) = f32_ops::alpha_sigma(self.sigmas[step]);
+        let (alpha, sigma) = scalar::alpha_sigma(self.sigmas[step]);
         let (alpha, sigma) = (f64::from(alpha), f64::from(sigma));
         let x0 = match self.prediction_type {
             PredictionType::Epsilon => (sample - model_output * sigma) / alpha,
@@ -118,22 +93,22 @@ impl DeisMultistep {
     }
 
     fn first_order(&self, m0: &Tensor, sample: &Tensor, step: usize) -> Tensor {
-        let (alpha_t, sigma_t) = f32_ops::alpha_sigma(self.sigmas[step + 1]);
-        let (alpha_s, sigma_s) = f32_ops::alpha_sigma(self.sigmas[step]);
-        let lambda_t = f32_ops::ln(alpha_t) - f32_ops::ln(sigma_t);
-        let lambda_s = f32_ops::ln(alpha_s) - f32_ops::ln(sigma_s);
+        let (alpha_t, sigma_t) = scalar::alpha_sigma(self.sigmas[step + 1]);
+        let (alpha_s, sigma_s) = scalar::alpha_sigma(self.sigmas[step]);
+        let lambda_t = scalar::ln(alpha_t) - scalar::ln(sigma_t);
+        let lambda_s = scalar::ln(alpha_s) - scalar::ln(sigma_s);
         let h = lambda_t - lambda_s;
-        sample * f64::from(alpha_t / alpha_s) - m0 * f64::from(sigma_t * (f32_ops::exp(h) - 1.0))
+        sample * f64::from(alpha_t / alpha_s) - m0 * f64::from(sigma_t * (scalar::exp(h) - 1.0))
     }
 
     /// Second order (`outputs` most recent first, two of them) or third order (three).
     fn multistep(&self, outputs: &[&Tensor], sample: &Tensor, step: usize) -> Tensor {
-        let alpha_sigma = |i: usize| f32_ops::alpha_sigma(self.sigmas[i]);
+        let alpha_sigma = |i: usize| scalar::alpha_sigma(self.sigmas[i]);
         let (alpha_t, sigma_t) = alpha_sigma(step + 1);
         let (alpha_s0, sigma_s0) = alpha_sigma(step);
         let rho_t = sigma_t / alpha_t;
         let rho_s0 = sigma_s0 / alpha_s0;
-        let ln = f32_ops::ln;
+        let ln = scalar::ln;
         let coefs: Vec<f32> = if outputs.len() == 2 {
             let (alpha_s1, sigma_s1) = alpha_sigma(step - 1);
             let rho_s1 = sigma_s1 / alpha_s1;
@@ -175,8 +150,6 @@ impl Scheduler for DeisMultistep {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

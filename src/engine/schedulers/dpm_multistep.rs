@@ -4,7 +4,7 @@
 //! model's predictions of the clean sample.
 use super::betas::alphas_cumprod;
 use super::config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig};
-use super::scalar::{exp, ln, sqrt, square};
+use super::scalar::{alpha_sigma, exp, ln, sqrt};
 use super::sigmas::{configured, respace, sigma_to_t, train_sigmas};
 use super::{check_steps, img2img, spacing, Schedule, Scheduler};
 use crate::engine::error::{EngineError, Result};
@@ -63,12 +63,6 @@ fn refuse(condition: bool, message: &str) -> Result<()> {
         return Err(EngineError::Invalid(message.to_string()));
     }
     Ok(())
-}
-
-/// diffusers' `_sigma_to_alpha_sigma_t`: alpha_t = 1 / sqrt(σ² + 1), sigma_t = σ alpha_t.
-fn alpha_sigma(sigma: f32) -> (f32, f32) {
-    let alpha = 1.0 / sqrt(square(sigma) + 1.0);
-    (alpha, sigma * alpha)
 }
 
 /// log-SNR: ln(alpha_t) - ln(sigma_t).
@@ -317,8 +311,6 @@ impl Scheduler for DpmSolverMultistep {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

@@ -1,7 +1,7 @@
 //! Euler's method on the Karras et al. (2022) ODE, as diffusers' EulerDiscreteScheduler runs it
 //! (s_churn = 0: no noise is added), with its Karras, exponential and beta sigma spacings. Also
 //! the sigma schedule Euler ancestral shares.
-use super::betas::alphas_cumprod;
+use super::betas::alphas_cumprod_finite;
 use super::config::{
     FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
     TimestepType,
@@ -23,13 +23,7 @@ impl SigmaSchedule {
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
         check_steps(config, steps)?;
-        let mut alphas_cumprod = alphas_cumprod(config)?;
-        if config.rescale_betas_zero_snr {
-            // diffusers keeps the last sigma finite (about 4096) rather than infinite.
-            if let Some(last) = alphas_cumprod.last_mut() {
-                *last = 2f32.powi(-24);
-            }
-        }
+        let alphas_cumprod = alphas_cumprod_finite(config)?;
         // libtorch's vectorised sqrt is not always correctly rounded: use it, not f32::sqrt.
         let alphas = Tensor::from_slice(&alphas_cumprod);
         let train_sigmas = ((alphas.neg() + 1.0) / &alphas).f_pow_tensor_scalar(0.5)?;
@@ -191,8 +185,6 @@ impl Scheduler for EulerDiscrete {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

@@ -1,7 +1,7 @@
 //! What img2img and inpainting need from a sampler: where a run that keeps part of an image
 //! starts, and the forward process that noises the image to that point. The arithmetic is done
 //! on 0-dim tensors of the sample's dtype, as diffusers casts its schedule to it first.
-use super::Scheduler;
+use super::{betas, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -48,12 +48,7 @@ pub(crate) fn by_alpha(
     original: &Tensor,
     noise: &Tensor,
 ) -> Tensor {
-    let n = alphas_cumprod.len() as i64;
-    let alpha = t
-        .map(|t| if t < 0 { n + t } else { t })
-        .and_then(|i| usize::try_from(i).ok())
-        .and_then(|i| alphas_cumprod.get(i));
-    let Some(&alpha) = alpha else {
+    let Some(alpha) = t.and_then(|t| betas::at(alphas_cumprod, t)) else {
         return original.shallow_clone();
     };
     let alpha = level(alpha, original);

@@ -3,7 +3,7 @@
 //! re-noises it to the next timestep with fresh noise (all steps but the last).
 use super::betas::alphas_cumprod;
 use super::config::{PredictionType, SchedulerConfig};
-use super::multistep_sigmas::f32_ops::{pow_half, sqrt};
+use super::scalar::{sqrt, tensor_sqrt};
 use super::{check_steps, img2img, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
@@ -27,12 +27,7 @@ pub(crate) fn consistency_timesteps(
 ) -> Result<Vec<i64>> {
     config.validate()?;
     check_steps(config, steps)?;
-    if config.thresholding {
-        return Err(EngineError::Invalid(format!(
-            "the scheduler config asks for dynamic thresholding (\"thresholding\": true), which \
-             easel's {sampler} does not support: set it to false or pick another sampler"
-        )));
-    }
+    config.refuse_thresholding(sampler)?;
     let original = config.original_inference_steps;
     let train = config.num_train_timesteps;
     if original == 0 || original > train {
@@ -77,7 +72,7 @@ impl Lcm {
     fn boundary_scalings(&self, t: i64) -> (f32, f32) {
         let scaled = t as f32 * self.timestep_scaling as f32;
         let denominator = scaled * scaled + 0.25;
-        (0.25 / denominator, scaled / pow_half(denominator))
+        (0.25 / denominator, scaled / sqrt(denominator))
     }
 }
 
@@ -91,11 +86,13 @@ pub(crate) fn predict_original(
     let beta_prod = 1.0 - alpha_prod;
     match prediction_type {
         PredictionType::Epsilon => {
-            (sample - model_output * f64::from(sqrt(beta_prod))) / f64::from(sqrt(alpha_prod))
+            (sample - model_output * f64::from(tensor_sqrt(beta_prod)))
+                / f64::from(tensor_sqrt(alpha_prod))
         }
         PredictionType::Sample => model_output.shallow_clone(),
         PredictionType::VPrediction => {
-            sample * f64::from(sqrt(alpha_prod)) - model_output * f64::from(sqrt(beta_prod))
+            sample * f64::from(tensor_sqrt(alpha_prod))
+                - model_output * f64::from(tensor_sqrt(beta_prod))
         }
     }
 }
@@ -105,8 +102,6 @@ impl Scheduler for Lcm {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
@@ -156,6 +151,7 @@ impl Scheduler for Lcm {
             return denoised;
         }
         let fresh = noise(&model_output.size());
-        denoised * f64::from(sqrt(alpha_prod_prev)) + fresh * f64::from(sqrt(1.0 - alpha_prod_prev))
+        denoised * f64::from(tensor_sqrt(alpha_prod_prev))
+            + fresh * f64::from(tensor_sqrt(1.0 - alpha_prod_prev))
     }
 }

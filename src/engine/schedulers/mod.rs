@@ -136,6 +136,11 @@ pub trait Scheduler: Send {
     /// img2img: the run starts at entry `begin` of `timesteps()` (diffusers' `set_begin_index`,
     /// which img2img pipelines call with `t_start * order`). Later `scale_model_input`/`step`
     /// calls pass absolute entry indices begin, begin+1, ...
+    ///
+    /// easel's samplers keep their state (past model outputs, the first half of a two-stage
+    /// step, step counters) empty until the first `step` and index everything by the entry it
+    /// is given, as diffusers' step_index is after set_begin_index; so none needs more than
+    /// this call to start later, but a pipeline must make it, as diffusers' do.
     fn set_begin_index(&mut self, begin: usize);
 
     /// diffusers' `add_noise(original, noise, timesteps[entry])` as this sampler computes it

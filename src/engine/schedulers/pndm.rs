@@ -2,7 +2,7 @@
 //! PNDMScheduler runs it with `skip_prk_steps` (what Stable Diffusion's configs set, and what
 //! AUTOMATIC1111 calls "PLMS"): Adams–Bashforth combinations of up to four model outputs, with
 //! the first step taken twice to start the history.
-use super::betas::alphas_cumprod;
+use super::betas::{self, alphas_cumprod_unrescaled};
 use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::scalar::sqrt;
 use super::{check_steps, img2img, spacing, Scheduler};
@@ -37,11 +37,7 @@ impl Plms {
                     .into(),
             ));
         }
-        let plain = SchedulerConfig {
-            rescale_betas_zero_snr: false,
-            ..config.clone()
-        };
-        let alphas_cumprod = alphas_cumprod(&plain)?;
+        let alphas_cumprod = alphas_cumprod_unrescaled(config)?;
         let train = config.num_train_timesteps;
         let spacing = config.spacing_or(TimestepSpacing::Leading);
         let mut ascending: Vec<i64> =
@@ -80,11 +76,7 @@ impl Plms {
             )));
         }
         Ok(Plms {
-            final_alpha_cumprod: if config.alpha_to_one_or(false) {
-                1.0
-            } else {
-                alphas_cumprod[0]
-            },
+            final_alpha_cumprod: betas::final_alpha_cumprod(config, &alphas_cumprod, false),
             alphas_cumprod,
             timesteps: model_steps.iter().map(|&t| t as f64).collect(),
             steps: model_steps,
@@ -96,9 +88,9 @@ impl Plms {
         })
     }
 
+    /// Timesteps were checked against the table when the scheduler was built.
     fn alpha_at(&self, t: i64) -> f32 {
-        let n = self.alphas_cumprod.len() as i64;
-        self.alphas_cumprod[if t < 0 { n + t } else { t } as usize]
+        betas::at(&self.alphas_cumprod, t).unwrap_or(f32::NAN)
     }
 
     /// Formula (9) of the PNDM paper: the sample at `prev` from the one at `t`.
@@ -129,8 +121,6 @@ impl Scheduler for Plms {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {

@@ -40,3 +40,15 @@ pub fn exp(x: f32) -> f32 {
 pub fn expm1(x: f32) -> f32 {
     value(&zero_dim(x).expm1())
 }
+
+/// `x.sqrt()`: diffusers writes some formulas with it and others with `** 0.5`, whose kernels
+/// can differ in the last bit.
+pub fn tensor_sqrt(x: f32) -> f32 {
+    value(&zero_dim(x).sqrt())
+}
+
+/// diffusers' `_sigma_to_alpha_sigma_t`: alpha_t = 1 / (sigma² + 1) ** 0.5, sigma_t = sigma * alpha_t.
+pub fn alpha_sigma(sigma: f32) -> (f32, f32) {
+    let alpha = 1.0 / sqrt(square(sigma) + 1.0);
+    (alpha, sigma * alpha)
+}

@@ -4,7 +4,7 @@
 //!
 //! diffusers computes these with numpy in float64 on float32 training sigmas; so does this module,
 //! including where it narrows to float32, so that timesteps and sigmas agree with it.
-use super::betas::alphas_cumprod;
+use super::betas::alphas_cumprod_unrescaled;
 use super::config::{SchedulerConfig, TimestepSpacing};
 use super::special::beta_ppf;
 use super::{check_steps, spacing, Schedule};
@@ -146,11 +146,7 @@ pub(crate) fn k_schedule(
     config.validate()?;
     check_steps(config, steps)?;
     let schedule = configured(config)?;
-    let plain = SchedulerConfig {
-        rescale_betas_zero_snr: false,
-        ..config.clone()
-    };
-    let (train, log_sigmas) = train_sigmas(&alphas_cumprod(&plain)?)?;
+    let (train, log_sigmas) = train_sigmas(&alphas_cumprod_unrescaled(config)?)?;
     let spaced = spacing::timesteps(
         config.spacing_or(TimestepSpacing::Linspace),
         config.num_train_timesteps,

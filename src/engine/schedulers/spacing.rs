@@ -1,6 +1,7 @@
 //! Inference timesteps and sigma interpolation, reproducing the numpy (float64) arithmetic of
 //! diffusers' `set_timesteps`, quirks included, so that timesteps match it exactly.
-use super::config::TimestepSpacing;
+use super::config::{SchedulerConfig, TimestepSpacing};
+use crate::engine::error::{EngineError, Result};
 
 /// The timesteps for `steps` inference steps, largest first, as float64 values before diffusers
 /// casts them (DDIM to int64, Euler to float32). `round_linspace`: DDIM rounds linspace
@@ -39,6 +40,29 @@ pub fn timesteps(
                 .collect()
         }
     }
+}
+
+/// DDIM's and DDPM's int64 timesteps (leading spacing unless the config says otherwise),
+/// refused where one falls outside alphas_cumprod as diffusers indexes it (Python-style, so -1,
+/// which trailing spacing can give, is the last).
+pub(super) fn integer_timesteps(config: &SchedulerConfig, steps: usize) -> Result<Vec<i64>> {
+    let train = config.num_train_timesteps;
+    let spacing = config.spacing_or(TimestepSpacing::Leading);
+    let times: Vec<i64> = timesteps(spacing, train, steps, config.steps_offset, true)
+        .iter()
+        .map(|&t| t as i64)
+        .collect();
+    if let Some(t) = times
+        .iter()
+        .find(|&&t| t >= train as i64 || t < -(train as i64))
+    {
+        return Err(EngineError::Invalid(format!(
+            "timestep {t} is outside the {train} training timesteps: lower steps_offset ({}) in \
+             the scheduler config",
+            config.steps_offset
+        )));
+    }
+    Ok(times)
 }
 
 /// `np.linspace(start, stop, num)` in float64.

@@ -1,10 +1,10 @@
 //! Trajectory Consistency Distillation (Zheng et al. 2024) sampling, as diffusers'
 //! TCDScheduler: each step predicts the clean sample, moves it to an intermediate timestep s
 //! set by gamma, then (gamma > 0) re-noises it to the next timestep with fresh noise.
-use super::betas::alphas_cumprod;
+use super::betas::{self, alphas_cumprod};
 use super::config::{PredictionType, SchedulerConfig};
 use super::lcm::{consistency_timesteps, predict_original};
-use super::multistep_sigmas::f32_ops::{pow_half, sqrt};
+use super::scalar::{sqrt, tensor_sqrt};
 use super::{img2img, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::Tensor;
@@ -38,11 +38,7 @@ impl Tcd {
         let steps_i64 = consistency_timesteps(config, steps, "TCD")?;
         let alphas_cumprod = alphas_cumprod(config)?;
         Ok(Tcd {
-            final_alpha_cumprod: if config.alpha_to_one_or(true) {
-                1.0
-            } else {
-                alphas_cumprod[0]
-            },
+            final_alpha_cumprod: betas::final_alpha_cumprod(config, &alphas_cumprod, true),
             alphas_cumprod,
             timesteps: steps_i64.iter().map(|&t| t as f64).collect(),
             steps: steps_i64,
@@ -65,8 +61,6 @@ impl Scheduler for Tcd {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
@@ -114,21 +108,22 @@ impl Scheduler for Tcd {
                 model_output.shallow_clone(),
             ),
             PredictionType::Sample => {
-                let epsilon = (sample - model_output * f64::from(pow_half(alpha_t)))
-                    / f64::from(pow_half(beta_t));
+                let epsilon =
+                    (sample - model_output * f64::from(sqrt(alpha_t))) / f64::from(sqrt(beta_t));
                 (model_output.shallow_clone(), epsilon)
             }
             PredictionType::VPrediction => {
-                let (a, b) = (f64::from(pow_half(alpha_t)), f64::from(pow_half(beta_t)));
+                let (a, b) = (f64::from(sqrt(alpha_t)), f64::from(sqrt(beta_t)));
                 (sample * a - model_output * b, model_output * a + sample * b)
             }
         };
-        let noised = original * f64::from(sqrt(alpha_s)) + epsilon * f64::from(sqrt(1.0 - alpha_s));
+        let noised = original * f64::from(tensor_sqrt(alpha_s))
+            + epsilon * f64::from(tensor_sqrt(1.0 - alpha_s));
         if self.gamma <= 0.0 || last {
             return noised;
         }
         let fresh = noise(&model_output.size());
         let ratio = alpha_prev / alpha_s;
-        noised * f64::from(sqrt(ratio)) + fresh * f64::from(sqrt(1.0 - ratio))
+        noised * f64::from(tensor_sqrt(ratio)) + fresh * f64::from(tensor_sqrt(1.0 - ratio))
     }
 }

@@ -1,10 +1,12 @@
 //! UniPC (Zhao et al. 2023), a multistep predictor-corrector, as diffusers'
 //! UniPCMultistepScheduler runs it: each step first corrects the previous prediction with the
 //! new model output (UniC), then predicts the next sample (UniP), both with the B(h) update.
-use super::betas::alphas_cumprod;
+use super::betas::alphas_cumprod_finite;
 use super::config::{FinalSigmasType, PredictionType, SchedulerConfig};
-use super::multistep_sigmas::{self as ms, f32_ops, SigmaSpacing};
-use super::{check_steps, img2img, spacing, Scheduler};
+use super::multistep_sigmas as ms;
+use super::scalar;
+use super::sigmas::train_sigmas;
+use super::{check_steps, img2img, spacing, Schedule, Scheduler};
 use crate::engine::error::{EngineError, Result};
 use tch::{Kind, Tensor};
 
@@ -58,48 +60,24 @@ impl UniPcMultistep {
                 )))
             }
         };
-        let spacing_kind = SigmaSpacing::from_config(config, "UniPC")?;
-        let mut alphas = alphas_cumprod(config)?;
-        if config.rescale_betas_zero_snr {
-            // diffusers keeps the last sigma finite (about 4096) rather than infinite.
-            if let Some(last) = alphas.last_mut() {
-                *last = 2f32.powi(-24);
-            }
-        }
-        let train = ms::train_sigmas(&alphas)?;
-        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = match spacing_kind {
-            SigmaSpacing::Timesteps => {
-                let t = ms::timesteps(config, steps);
-                let s = t
-                    .iter()
-                    .map(|&t| spacing::interp(t as f64, &train) as f32)
-                    .collect();
-                (t, s)
-            }
-            converted => {
-                let logs = ms::log_sigmas(&train)?;
-                let (min, max) = ms::sigma_range(&train, config.sigma_min, config.sigma_max);
-                let s = ms::convert(converted, min, max, steps);
-                // Karras timesteps are rounded; the others are truncated by the int64 cast.
-                let t = s
-                    .iter()
-                    .map(|&sigma| {
-                        let t = ms::sigma_to_t(sigma, &logs);
-                        if converted == SigmaSpacing::Karras {
-                            t.round_ties_even() as i64
-                        } else {
-                            t as i64
-                        }
-                    })
-                    .collect();
-                (t, s.iter().map(|&s| s as f32).collect())
-            }
+        let schedule = ms::schedule(config, "UniPC")?;
+        let alphas = alphas_cumprod_finite(config)?;
+        let (train, logs) = train_sigmas(&alphas)?;
+        let (timesteps, mut sigmas): (Vec<i64>, Vec<f32>) = if schedule == Schedule::Default {
+            let t = ms::timesteps(config, steps);
+            let s = t
+                .iter()
+                .map(|&t| spacing::interp(t as f64, &train) as f32)
+                .collect();
+            (t, s)
+        } else {
+            ms::respaced(schedule, config, steps, &train, &logs)
         };
-        let last = match (config.final_sigmas_type, spacing_kind) {
+        let last = match (config.final_sigmas_type, schedule) {
             (FinalSigmasType::Zero, _) => 0.0,
-            (FinalSigmasType::SigmaMin, SigmaSpacing::Timesteps) => {
+            (FinalSigmasType::SigmaMin, Schedule::Default) => {
                 let a = alphas[0];
-                f32_ops::pow_half((1.0 - a) / a)
+                scalar::sqrt((1.0 - a) / a)
             }
             (FinalSigmasType::SigmaMin, _) => sigmas.last().copied().unwrap_or(0.0),
         };
@@ -126,13 +104,13 @@ impl UniPcMultistep {
     }
 
     fn lambda(sigma: f32) -> (f32, f32, f32) {
-        let (alpha, sigma_t) = f32_ops::alpha_sigma(sigma);
-        (alpha, sigma_t, f32_ops::ln(alpha) - f32_ops::ln(sigma_t))
+        let (alpha, sigma_t) = scalar::alpha_sigma(sigma);
+        (alpha, sigma_t, scalar::ln(alpha) - scalar::ln(sigma_t))
     }
 
     /// The x0 (or noise) prediction the solver works with.
     fn convert(&self, model_output: &Tensor, sample: &Tensor, step: usize) -> Tensor {
-        let (alpha, sigma) = f32_ops::alpha_sigma(self.sigmas[step]);
+        let (alpha, sigma) = scalar::alpha_sigma(self.sigmas[step]);
         let (alpha, sigma) = (f64::from(alpha), f64::from(sigma));
         match (self.predict_x0, self.prediction_type) {
             (true, PredictionType::Epsilon) => (sample - model_output * sigma) / alpha,
@@ -168,10 +146,10 @@ impl UniPcMultistep {
         }
         rks.push(1.0);
         let hh = if self.predict_x0 { -h } else { h };
-        let h_phi_1 = f32_ops::expm1(hh);
+        let h_phi_1 = scalar::expm1(hh);
         let mut h_phi_k = h_phi_1 / hh - 1.0;
         let mut factorial: i64 = 1;
-        let b_h = if self.bh2 { f32_ops::expm1(hh) } else { hh };
+        let b_h = if self.bh2 { scalar::expm1(hh) } else { hh };
         let mut r = Vec::with_capacity(order * order);
         let mut b = Vec::with_capacity(order);
         for i in 1..=order {
@@ -320,8 +298,6 @@ impl Scheduler for UniPcMultistep {
         1
     }
 
-    // State starts empty and `step` takes absolute entries, as diffusers' step_index does after
-    // set_begin_index: a run that starts later needs nothing more.
     fn set_begin_index(&mut self, _begin: usize) {}
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
