@@ -131,6 +131,7 @@ mod tests {
             prompt_template: None,
             loras: Vec::new(),
             vae: None,
+            init: None,
         }
     }
 

@@ -40,6 +40,12 @@ pub fn render_and_save(
     on_step: &mut dyn FnMut(&Progress),
     cancel: &AtomicBool,
 ) -> Result<Option<Rendered>, RenderError> {
+    // Init images and masks are files that only `easel generate` reads (cli::init_image).
+    if recipe.init.is_some() {
+        return Err(RenderError::Engine(EngineError::Invalid(
+            "this recipe is img2img or inpainting, which the studio cannot render yet: run it with easel generate --from".into(),
+        )));
+    }
     let request = crate::engine::pipeline::TextToImage {
         embeddings: embeddings.to_vec(),
         ..recipe.to_request()
@@ -126,6 +132,7 @@ pub fn resolve_patch(
         prompt_template: None,
         loras: Vec::new(),
         vae: None,
+        init: p.init(),
     };
     recipe.validate()?;
     Ok(recipe)

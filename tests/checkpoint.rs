@@ -77,6 +77,7 @@ fn case(name: &str) -> TextToImage {
         clip_skip: 0,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn request(c: &Case) -> TextToImage {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     }
 }
 
@@ -305,6 +306,7 @@ fn unsupported_pipelines_and_inpainting_from_text_are_refused_clearly() {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     };
     let err = inpaint
         .generate(&request, &mut |_| {}, &AtomicBool::new(false))

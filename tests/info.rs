@@ -193,6 +193,7 @@ fn recipe() -> Recipe {
         prompt_template: Some("a {red|grey} fox\nin snow, \"quoted\"".into()),
         loras: Vec::new(),
         vae: None,
+        init: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn request() -> TextToImage {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     }
 }
 

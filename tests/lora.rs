@@ -53,6 +53,7 @@ fn request(c: &Case) -> TextToImage {
         clip_skip: 0,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn request(case: &Case) -> TextToImage {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     }
 }
 
@@ -88,6 +89,7 @@ fn progress_carries_previews_and_cancel_stops_within_a_step() {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     };
     let mut previews = Vec::new();
     let never = AtomicBool::new(false);
@@ -154,6 +156,7 @@ fn same_seed_same_image_bf16_close_to_fp32() {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: Vec::new(),
+        init: None,
     };
     let never = AtomicBool::new(false);
     let fp32 = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::Float).unwrap();

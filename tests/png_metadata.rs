@@ -145,6 +145,7 @@ fn recipe(prompt: &str, negative: &str) -> Recipe {
         prompt_template: None,
         loras: Vec::new(),
         vae: None,
+        init: None,
     }
 }
 

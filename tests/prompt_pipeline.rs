@@ -57,6 +57,7 @@ fn images_match_diffusers() {
             clip_skip: case.clip_skip,
             guidance_rescale: case.guidance_rescale,
             embeddings: vec![reference_path("prompt-embeddings")],
+            init: None,
         };
         let out = model.generate(&request, &mut |_| {}, &never).unwrap();
         let key = format!("image.{name}");
@@ -83,6 +84,7 @@ fn a_missing_embeddings_folder_is_an_error() {
         clip_skip: 1,
         guidance_rescale: 0.0,
         embeddings: vec![reference_path("no-such-folder")],
+        init: None,
     };
     let err = model
         .generate(&request, &mut |_| {}, &AtomicBool::new(false))

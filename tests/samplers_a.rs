@@ -391,6 +391,7 @@ fn images_match_diffusers_for_every_sampler() {
             clip_skip: 1,
             guidance_rescale: 0.0,
             embeddings: Vec::new(),
+            init: None,
         };
         let mut seen = Vec::new();
         let out = model

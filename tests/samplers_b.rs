@@ -296,6 +296,7 @@ fn images_match_diffusers() {
             clip_skip: 1,
             guidance_rescale: 0.0,
             embeddings: Vec::new(),
+            init: None,
         };
         let mut steps_seen = 0;
         let out = model

@@ -6,7 +6,7 @@ use super::report::{ImageReport, TimingReport};
 use super::sheet;
 use crate::engine::device::{device_name, kind_name, DeviceChoice, DtypeChoice};
 use crate::engine::lora::{prompt_tags, LoraSpec};
-use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::engine::schedulers::config::TimestepSpacing;
 use crate::engine::schedulers::{SamplerChoice, Schedule};
 use crate::history;
@@ -36,6 +36,8 @@ Examples:
   easel generate \"a cat|wearing a hat|in the snow\" -m models/sd15 --prompt-matrix
   easel generate \"a fox\" -m models/sd15 --grid-x cfg=4,7,10 --grid-y sampler=euler_a,ddim
   easel generate \"a fox <lora:ink:0.7>\" -m dreamshaper.safetensors --lora detail.safetensors:0.5
+  easel generate \"a watercolor fox\" -m models/sd15 --init-image photo.png --strength 0.6
+  easel generate \"a red hat\" -m models/sd15-inpainting --init-image photo.png --mask hat.png
 
 Models and LoRAs: --model takes a diffusers folder or a single-file .safetensors checkpoint
 (SD 1.x, 2.x or XL, told apart by its tensor names; pickled .ckpt files are refused, with the
@@ -71,6 +73,15 @@ Prompts: AUTOMATIC1111's syntax. (word) weighs 1.1, ((word)) 1.21, (word:1.3) 1.
 \\( \\) \\[ \\] are literal brackets; BREAK starts a new 75-token chunk; longer prompts run in
 several chunks. A textual-inversion embedding is used by its name (its file name without
 .safetensors) from the --embeddings folder.
+
+img2img and inpainting: --init-image starts from a PNG instead of noise. It is scaled
+(Lanczos, keeping its aspect ratio) until it covers the render size, then center-cropped;
+without --width/--height the render takes the image's own size rounded down to a multiple of 8.
+--strength (0 to 1, default 0.75) is how much is repainted: int(steps * strength) steps run.
+--mask (white repaints, black keeps) is resized and cropped like the image; an inpainting
+model (9-channel UNet) uses it directly, a regular model blends the kept part back after each
+step. --mask-blur softens its edge (PIL's GaussianBlur radius, default 4, 0 for none);
+--keep-unmasked puts the original pixels back outside the mask, exactly.
 
 Ctrl-C stops after the current step; images already finished are kept and the rest skipped;
 a second Ctrl-C quits at once.";
@@ -198,6 +209,30 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
 
+    /// img2img: start from this PNG instead of noise (scaled to cover the render size and
+    /// center-cropped; without --width/--height the image's own size, rounded down to a
+    /// multiple of 8).
+    #[arg(long, value_name = "IMAGE.png")]
+    pub init_image: Option<PathBuf>,
+
+    /// How much of the init image is repainted, above 0 up to 1: int(steps * strength) steps
+    /// run [default: 0.75].
+    #[arg(long, value_name = "F")]
+    pub strength: Option<f64>,
+
+    /// Inpainting: a PNG mask, white repaints and black keeps, resized and cropped like the
+    /// init image (needs --init-image).
+    #[arg(long, value_name = "MASK.png")]
+    pub mask: Option<PathBuf>,
+
+    /// Blur the mask's edge: PIL's GaussianBlur radius in pixels, 0 for none [default: 4].
+    #[arg(long, value_name = "N")]
+    pub mask_blur: Option<u32>,
+
+    /// After inpainting, put back the init image's pixels outside the (blurred) mask exactly.
+    #[arg(long)]
+    pub keep_unmasked: bool,
+
     /// Print one JSON object per image on stdout (path, seed, size, timings), then one for the
     /// contact sheet if any, and nothing else.
     #[arg(long)]
@@ -239,6 +274,12 @@ pub fn check_args(args: &GenerateArgs) -> std::result::Result<(), RecipeError> {
     }
     if let Some(h) = args.height {
         recipe::check_side("height", h)?;
+    }
+    if let Some(strength) = args.strength {
+        recipe::check_strength(strength)?;
+    }
+    if let Some(blur) = args.mask_blur {
+        recipe::check_mask_blur(blur)?;
     }
     Ok(())
 }
@@ -292,7 +333,46 @@ pub fn flags_patch(args: &GenerateArgs, prompt: Option<String>) -> RecipePatch {
         batch_size: args.batch,
         clip_skip: args.clip_skip,
         guidance_rescale: args.guidance_rescale,
+        init_image: args.init_image.as_ref().map(|p| p.display().to_string()),
+        strength: args.strength,
+        mask: args.mask.as_ref().map(|p| p.display().to_string()),
+        mask_blur: args.mask_blur,
+        keep_unmasked: args.keep_unmasked.then_some(true),
     }
+}
+
+/// Refuses img2img flags without an init image (which may also come from --from), and gives
+/// the render the init image's size when no width or height is set.
+pub fn resolve_init(args: &GenerateArgs, patch: &mut RecipePatch) -> Result<()> {
+    let Some(image) = patch.init_image.clone() else {
+        for (given, flag) in [
+            (args.mask.is_some(), "--mask"),
+            (args.strength.is_some(), "--strength"),
+            (args.mask_blur.is_some(), "--mask-blur"),
+            (args.keep_unmasked, "--keep-unmasked"),
+        ] {
+            if given {
+                return Err(RecipeError::NeedsInit(flag).into());
+            }
+        }
+        return Ok(());
+    };
+    if patch.mask.is_none() {
+        for (given, flag) in [
+            (args.mask_blur.is_some(), "--mask-blur"),
+            (args.keep_unmasked, "--keep-unmasked"),
+        ] {
+            if given {
+                return Err(RecipeError::NeedsMask(flag).into());
+            }
+        }
+    }
+    if patch.width.is_none() || patch.height.is_none() {
+        let (w, h) = super::init_image::size_of(Path::new(&image))?;
+        patch.width.get_or_insert(w);
+        patch.height.get_or_insert(h);
+    }
+    Ok(())
 }
 
 /// `PATH` or `PATH:WEIGHT` (the weight is what follows the last colon, when it is a number).
@@ -450,7 +530,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         None => None,
     };
     let below = from.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
-    let patch = super::preset::apply_presets(
+    let mut patch = super::preset::apply_presets(
         &args.presets,
         &below,
         &flags_patch(&args, prompt),
@@ -469,6 +549,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
              that names one"
         );
     }
+    resolve_init(&args, &mut patch)?;
     check_patch(&patch)?;
     let wildcards_apply = from
         .as_ref()
@@ -654,14 +735,28 @@ impl Run<'_> {
                 );
             }
             let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-            let result = render::render_and_save(
+            let init = match &recipe.init {
+                Some(init) => Some(super::init_image::load(init, recipe.width, recipe.height)?),
+                None => None,
+            };
+            let request = TextToImage {
+                embeddings: self.embeddings.clone(),
+                init,
+                ..recipe.to_request()
+            };
+            // img2img runs fewer steps than the recipe's.
+            let mut ran = recipe.steps;
+            let result = render::render_request(
                 &sd,
+                &request,
                 &recipe,
-                &self.embeddings,
                 &self.job_target(job.number),
                 &self.stamp,
                 &name,
-                &mut |p| reporter.step(p),
+                &mut |p| {
+                    ran = p.steps;
+                    reporter.step(p)
+                },
                 cancel,
             );
             reporter.finish();
@@ -688,7 +783,7 @@ impl Run<'_> {
                     index: u32::try_from(job.number).unwrap_or(u32::MAX),
                     width: image.width,
                     height: image.height,
-                    timings: TimingReport::new(load_s, &output.timings, recipe.steps, total_s),
+                    timings: TimingReport::new(load_s, &output.timings, ran, total_s),
                 };
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -14,7 +14,8 @@ Examples:
 
 --json prints one object: source (easel, a1111 or sdcpp), the recipe fields (null when the
 image does not say: schema_version, model, prompt, negative_prompt, sampler, steps, cfg, seed,
-width, height, batch_size, index, clip_skip, guidance_rescale, device, dtype, prompt_template)
+width, height, batch_size, index, clip_skip, guidance_rescale, device, dtype, prompt_template;
+and for img2img and inpainting renders init_image, strength, mask, mask_blur, keep_unmasked)
 and extra: every other setting under the name the image used. A sampler easel does not have is
 null, its name in extra.Sampler. Re-render an image with `easel generate --from IMAGE.png`.";
 
@@ -115,6 +116,21 @@ pub fn human(p: &ImageParameters) -> String {
     }
     if let Some(v) = p.guidance_rescale.filter(|v| *v != 0.0) {
         line("guidance rescale", &v.to_string());
+    }
+    if let Some(v) = &p.init_image {
+        line("init image", v);
+    }
+    if let Some(v) = p.strength {
+        line("strength", &v.to_string());
+    }
+    if let Some(v) = &p.mask {
+        line("mask", v);
+    }
+    if let Some(v) = p.mask_blur {
+        line("mask blur", &v.to_string());
+    }
+    if p.keep_unmasked == Some(true) {
+        line("keep unmasked", "yes");
     }
     if let (Some(n), Some(i)) = (p.batch_size, p.index) {
         if n > 1 {

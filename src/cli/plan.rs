@@ -76,6 +76,7 @@ impl Job {
             prompt_template: self.prompt_template.clone(),
             loras: Vec::new(),
             vae: None,
+            init: p.init(),
         };
         recipe.validate()?;
         Ok(recipe)

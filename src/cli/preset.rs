@@ -164,6 +164,7 @@ impl RecipeFlags {
             batch_size: self.batch,
             clip_skip: self.clip_skip,
             guidance_rescale: self.guidance_rescale,
+            ..RecipePatch::default()
         }
     }
 }
@@ -725,6 +726,7 @@ pub fn apply_to_generate(args: &mut GenerateArgs, prompt: String) -> Result<Stri
         batch_size: args.batch,
         clip_skip: args.clip_skip,
         guidance_rescale: args.guidance_rescale,
+        ..RecipePatch::default()
     };
     let r = apply_presets(&args.presets, &RecipePatch::default(), &flags, args.json)?;
     args.model = r.model.map(PathBuf::from);

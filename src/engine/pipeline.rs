@@ -1,8 +1,10 @@
-//! Text to image: prompt encoding, the denoising loop with guidance, and decoding, in the same
-//! order and with the same random draws as diffusers' `StableDiffusionPipeline`.
+//! Text to image, img2img and inpainting: prompt encoding, the denoising loop with guidance,
+//! and decoding, in the same order and with the same random draws as diffusers'
+//! `StableDiffusionPipeline` (and its img2img and inpainting pipelines, see `img2img`).
 use super::error::{EngineError, Result};
 pub use super::family::ModelDefaults;
 use super::family::{Family, ModelInfo};
+use super::img2img::{self, InitImage};
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::models::clip::ClipTextModel;
@@ -25,7 +27,8 @@ use std::sync::OnceLock;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Everything one text-to-image render needs, with every default already resolved.
+/// Everything one render needs, with every default already resolved. Despite the name it
+/// carries img2img and inpainting too: `init` holds the image (and mask) to start from.
 #[derive(Debug, Clone)]
 pub struct TextToImage {
     pub prompt: String,
@@ -50,6 +53,8 @@ pub struct TextToImage {
     pub guidance_rescale: f64,
     /// Textual-inversion embeddings the prompts may name: `.safetensors` files or folders.
     pub embeddings: Vec<PathBuf>,
+    /// img2img / inpainting: the image to start from, at `width` x `height`.
+    pub init: Option<InitImage>,
 }
 
 impl Default for TextToImage {
@@ -71,6 +76,7 @@ impl Default for TextToImage {
             clip_skip: 0,
             guidance_rescale: 0.0,
             embeddings: Vec::new(),
+            init: None,
         }
     }
 }
@@ -327,7 +333,15 @@ impl StableDiffusion {
     ) -> Result<Output> {
         let _guard = tch::no_grad_guard();
         self.check_size(request.width, request.height)?;
-        self.info.check_text_to_image()?;
+        let init = request.init.as_ref();
+        let mask = init.and_then(|i| i.mask.as_ref());
+        if let Some(init) = init {
+            init.check(request.width, request.height)?;
+        }
+        // An inpainting UNet needs both an image and a mask; a regular one blends latents.
+        if !(self.info.inpainting && mask.is_some()) {
+            self.info.check_text_to_image()?;
+        }
         if request.batch_size < 1 {
             return Err(EngineError::Invalid(
                 "the batch size must be at least 1".into(),
@@ -392,17 +406,30 @@ impl StableDiffusion {
             request.steps,
         )?;
         let factor = self.latent_scale_factor();
-        let shape = [
-            batch,
-            self.unet_config.in_channels,
-            request.height / factor,
-            request.width / factor,
-        ];
+        let (latent_h, latent_w) = (request.height / factor, request.width / factor);
+        let shape = [batch, self.vae_config.latent_channels, latent_h, latent_w];
         let draws = SeededNoise::new(request.seed, self.kind, self.device);
         let mut noise = |shape: &[i64]| draws.randn(shape);
-        let mut latents = noise(&shape) * scheduler.init_noise_sigma();
         let timesteps = scheduler.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
+        let begin = match init {
+            Some(init) => {
+                let begin = schedulers::img2img_begin(&*scheduler, request.steps, init.strength)?;
+                scheduler.set_begin_index(begin);
+                begin
+            }
+            None => 0,
+        };
+        let start = self.start_latents(
+            request,
+            &shape,
+            scheduler.as_ref(),
+            begin,
+            guided,
+            &mut noise,
+        )?;
+        let mut latents = start.latents;
+        let runs = timesteps.len() - begin;
+        for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
             }
@@ -411,8 +438,11 @@ impl StableDiffusion {
             } else {
                 latents.shallow_clone()
             };
-            let input = scheduler.scale_model_input(&input, i);
-            if i == 0 {
+            let mut input = scheduler.scale_model_input(&input, i);
+            if let Some((mask, masked)) = &start.unet_extra {
+                input = Tensor::cat(&[&input, mask, masked], 1);
+            }
+            if i == begin {
                 self.unet.check_inputs(&input, &context, &conditioning)?;
             }
             let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
@@ -424,11 +454,22 @@ impl StableDiffusion {
                 prediction
             };
             latents = scheduler.step(&prediction, i, &latents, &mut noise);
-            let preview = (request.preview_every > 0 && ((i + 1) % request.preview_every == 0))
+            // Latent blending (a regular UNet inpainting): outside the mask, the image noised
+            // to the next step's level.
+            if let Some(blend) = &start.blend {
+                let known = if i + 1 < timesteps.len() {
+                    scheduler.add_noise(&blend.image_latents, &blend.noise, i + 1)
+                } else {
+                    blend.image_latents.shallow_clone()
+                };
+                latents = (blend.mask.ones_like() - &blend.mask) * known + &blend.mask * &latents;
+            }
+            let step = i + 1 - begin;
+            let preview = (request.preview_every > 0 && (step % request.preview_every == 0))
                 .then(|| latent_preview(&latents));
             on_step(&Progress {
-                step: i + 1,
-                steps: timesteps.len(),
+                step,
+                steps: runs,
                 timestep: t,
                 preview,
             });
@@ -438,7 +479,14 @@ impl StableDiffusion {
 
         let started = Instant::now();
         let float_images = self.decode(&latents)?;
-        let images = to_rgb8(&float_images);
+        let mut images = to_rgb8(&float_images);
+        if let (Some(init), Some(mask)) = (init, mask.filter(|m| m.keep_unmasked)) {
+            let blurred = mask.blurred();
+            images = images
+                .iter()
+                .map(|image| blurred.overlay(&init.image, image))
+                .collect::<Result<_>>()?;
+        }
         let decode_s = started.elapsed().as_secs_f64();
         Ok(Output {
             images,
@@ -448,6 +496,133 @@ impl StableDiffusion {
                 denoise_s,
                 decode_s,
             },
+        })
+    }
+
+    /// The latents the loop starts from: noise for text to image; for img2img the image's
+    /// latents noised to entry `begin`; for inpainting as diffusers' inpaint pipeline, plus the
+    /// 9-channel UNet's mask and masked-image latents or a regular UNet's blending inputs.
+    /// The VAE's posterior draws and the noise are drawn in diffusers' order.
+    fn start_latents(
+        &self,
+        request: &TextToImage,
+        shape: &[i64; 4],
+        scheduler: &dyn schedulers::Scheduler,
+        begin: usize,
+        guided: bool,
+        noise: &mut dyn FnMut(&[i64]) -> Tensor,
+    ) -> Result<StartLatents> {
+        let batch = shape[0];
+        let Some(init) = &request.init else {
+            return Ok(StartLatents {
+                latents: noise(shape) * scheduler.init_noise_sigma(),
+                unet_extra: None,
+                blend: None,
+            });
+        };
+        let image = img2img::image_tensor(&init.image);
+        let Some(mask) = &init.mask else {
+            let image_latents = img2img::repeat_batch(&self.encode_image(&image, false)?, batch);
+            let drawn = noise(shape);
+            return Ok(StartLatents {
+                latents: scheduler.add_noise(&image_latents, &drawn, begin),
+                unet_extra: None,
+                blend: None,
+            });
+        };
+        let nine = self.info.inpainting;
+        let full = init.strength == 1.0;
+        let binarized = mask.blurred().binarized();
+        // diffusers encodes the image before drawing the noise only when it needs its latents.
+        let image_latents = if !nine || !full {
+            Some(img2img::repeat_batch(
+                &self.encode_image(&image, true)?,
+                batch,
+            ))
+        } else {
+            None
+        };
+        let drawn = noise(shape);
+        let latents = match (&image_latents, full) {
+            (Some(known), false) => scheduler.add_noise(known, &drawn, begin),
+            _ => &drawn * scheduler.init_noise_sigma(),
+        };
+        // The masked image is encoded (one more posterior draw) even when a regular UNet never
+        // uses it, as diffusers does: later draws stay aligned.
+        let masked = self.encode_image(&img2img::masked_image(&image, &binarized), true)?;
+        let masked = img2img::repeat_batch(&masked, batch);
+        let latent_mask = img2img::to_model(
+            &img2img::repeat_batch(&img2img::latent_mask(&binarized, shape[2], shape[3]), batch),
+            self.kind,
+            self.device,
+        );
+        if nine {
+            let twice = |t: &Tensor| {
+                if guided {
+                    Tensor::cat(&[t, t], 0)
+                } else {
+                    t.shallow_clone()
+                }
+            };
+            return Ok(StartLatents {
+                latents,
+                unet_extra: Some((twice(&latent_mask), twice(&masked))),
+                blend: None,
+            });
+        }
+        let image_latents = image_latents.ok_or_else(|| {
+            EngineError::Invalid("inpainting lost the image latents: please report this".into())
+        })?;
+        Ok(StartLatents {
+            latents,
+            unet_extra: None,
+            blend: Some(Blend {
+                image_latents,
+                noise: drawn,
+                mask: latent_mask,
+            }),
+        })
+    }
+
+    /// An image (`[1, 3, H, W]` in [-1, 1]) to scaled latents in the model's kind: the VAE's
+    /// posterior sampled with the next draws of the seeded generator (diffusers'
+    /// `retrieve_latents(..., generator)`). SDXL pipelines encode with a half-precision VAE
+    /// upcast to fp32 when its config says force_upcast, drawing in fp32 then. Inpainting
+    /// pipelines scale by `scaling_factor` alone; img2img ones as the VAE config says (SDXL's
+    /// per-channel statistics when set).
+    fn encode_image(&self, image: &Tensor, inpainting: bool) -> Result<Tensor> {
+        let upcast =
+            self.sdxl.is_some() && self.kind != Kind::Float && self.vae_config.force_upcast;
+        let (vae, kind) = if upcast {
+            (self.vae_fp32()?, Kind::Float)
+        } else {
+            (&self.vae, self.kind)
+        };
+        let posterior = vae.encode(&image.to_kind(kind).to_device(self.device))?;
+        // The caller holds the seeded global generator (SeededNoise) for the whole render.
+        let draw = Tensor::randn(posterior.mean.size(), (kind, Device::Cpu));
+        let sample = posterior.sample(&draw)?.to_kind(self.kind);
+        Ok(if inpainting {
+            sample * self.vae_config.scaling_factor
+        } else {
+            vae.scale_latents(&sample)
+        })
+    }
+
+    /// The fp32 VAE, loaded on first use.
+    fn vae_fp32(&self) -> Result<&AutoencoderKl> {
+        Ok(match self.vae_fp32.get() {
+            Some(vae) => vae,
+            None => {
+                let vae = load_vae(
+                    &self.source,
+                    self.vae_override.as_ref(),
+                    &self.vae_config,
+                    self.device,
+                    Kind::Float,
+                )?;
+                self.vae_fp32.get_or_init(|| vae)
+            }
         })
     }
 
@@ -478,21 +653,7 @@ impl StableDiffusion {
     /// (NaN or inf) decodes again in fp32.
     fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let scaled = self.vae.unscale_latents(latents);
-        let fp32_vae = || -> Result<&AutoencoderKl> {
-            Ok(match self.vae_fp32.get() {
-                Some(vae) => vae,
-                None => {
-                    let vae = load_vae(
-                        &self.source,
-                        self.vae_override.as_ref(),
-                        &self.vae_config,
-                        self.device,
-                        Kind::Float,
-                    )?;
-                    self.vae_fp32.get_or_init(|| vae)
-                }
-            })
-        };
+        let fp32_vae = || self.vae_fp32();
         // diffusers' SDXL pipeline upcasts an fp16 VAE whose config says force_upcast (SDXL's
         // overflows in fp16); its SD 1.x/2.x pipeline does not.
         if self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast {
@@ -511,6 +672,23 @@ impl StableDiffusion {
             tch::Cuda::synchronize(n as i64);
         }
     }
+}
+
+/// Where the denoising loop starts, and what inpainting adds to each step.
+struct StartLatents {
+    latents: Tensor,
+    /// The 9-channel UNet's extra inputs: the latent-size mask and the masked image's latents
+    /// (doubled for guidance), concatenated after the scaled latents.
+    unet_extra: Option<(Tensor, Tensor)>,
+    /// A regular UNet's latent blending.
+    blend: Option<Blend>,
+}
+
+/// What latent blending mixes back in after each step.
+struct Blend {
+    image_latents: Tensor,
+    noise: Tensor,
+    mask: Tensor,
 }
 
 /// Decoder output in [-1, 1] (NCHW) to floats in [0, 1], NHWC, on the CPU.

@@ -63,6 +63,20 @@ pub struct ImageParameters {
     pub device: Option<String>,
     pub dtype: Option<String>,
     pub prompt_template: Option<String>,
+    /// img2img: the init image (easel recipes) and the denoising strength (A1111's
+    /// `Denoising strength`); left out of `--json` when the image does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
+    /// Inpainting: the mask (easel recipes), A1111's `Mask blur`, and whether unmasked pixels
+    /// were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_blur: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_unmasked: Option<bool>,
     pub extra: BTreeMap<String, Value>,
     /// Where the parameters came from, for error messages.
     #[serde(skip)]
@@ -116,6 +130,11 @@ impl ImageParameters {
             device: None,
             dtype: None,
             prompt_template: None,
+            init_image: None,
+            strength: None,
+            mask: None,
+            mask_blur: None,
+            keep_unmasked: None,
             extra: BTreeMap::new(),
             origin: origin.to_string(),
             unknown_sampler: None,
@@ -143,6 +162,11 @@ impl ImageParameters {
             device: Some(r.device.clone()),
             dtype: Some(r.dtype.clone()),
             prompt_template: r.prompt_template.clone(),
+            init_image: r.init.as_ref().map(|i| i.image.clone()),
+            strength: r.init.as_ref().map(|i| i.strength),
+            mask: r.init.as_ref().and_then(|i| i.mask.clone()),
+            mask_blur: r.init.as_ref().map(|i| i.mask_blur),
+            keep_unmasked: r.init.as_ref().map(|i| i.keep_unmasked),
             ..Self::empty(Source::Easel, origin)
         }
     }
@@ -206,7 +230,30 @@ impl ImageParameters {
             batch_size: None,
             clip_skip: self.clip_skip,
             guidance_rescale: self.guidance_rescale,
+            init_image: self.init_image.clone(),
+            strength: self.strength.or_else(|| self.a1111_strength()),
+            mask: self.mask.clone(),
+            mask_blur: self.mask_blur.or_else(|| {
+                self.extra
+                    .get("Mask blur")
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.trim().parse().ok())
+            }),
+            keep_unmasked: self.keep_unmasked,
         })
+    }
+
+    /// AUTOMATIC1111's `Denoising strength` (kept in `extra` as written): img2img's strength,
+    /// unless the image was a hires-fix render, where it is the upscale pass's.
+    fn a1111_strength(&self) -> Option<f64> {
+        if self.extra.contains_key("Hires upscale") || self.extra.contains_key("Hires steps") {
+            return None;
+        }
+        self.extra
+            .get("Denoising strength")
+            .and_then(Value::as_str)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|x| *x > 0.0 && *x <= 1.0)
     }
 }
 
@@ -297,6 +344,20 @@ mod tests {
             patch("a fox\nSteps: 4, Sampler: Heun, Seed: 1").schedule,
             None
         );
+    }
+
+    #[test]
+    fn a1111_img2img_strength_and_mask_blur_reach_the_patch() {
+        let patch = |text: &str| {
+            ImageParameters::from_parameters(text, "x.png")
+                .to_patch(false)
+                .unwrap()
+        };
+        let p = patch("a fox\nSteps: 20, Seed: 1, Denoising strength: 0.45, Mask blur: 6");
+        assert_eq!((p.strength, p.mask_blur), (Some(0.45), Some(6)));
+        // A hires-fix render's denoising strength is not an img2img strength.
+        let p = patch("a fox\nSteps: 20, Denoising strength: 0.45, Hires upscale: 2");
+        assert_eq!(p.strength, None);
     }
 
     #[test]

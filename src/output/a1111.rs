@@ -25,6 +25,12 @@ pub fn parameters(recipe: &Recipe, model_name: &str) -> String {
     if recipe.clip_skip > 1 {
         fields.push(("Clip skip", recipe.clip_skip.to_string()));
     }
+    if let Some(init) = &recipe.init {
+        fields.push(("Denoising strength", python_float(init.strength)));
+        if init.mask.is_some() {
+            fields.push(("Mask blur", init.mask_blur.to_string()));
+        }
+    }
     let line = fields
         .iter()
         .map(|(k, v)| format!("{k}: {v}"))
@@ -110,6 +116,7 @@ mod tests {
             prompt_template: None,
             loras: Vec::new(),
             vae: None,
+            init: None,
         }
     }
 

@@ -86,6 +86,7 @@ mod tests {
             prompt_template: None,
             loras: Vec::new(),
             vae: None,
+            init: None,
         }
     }
 

@@ -186,6 +186,7 @@ impl Preset {
                 batch_size: known.batch_size.map(Spanned::into_inner),
                 clip_skip: known.clip_skip,
                 guidance_rescale: known.guidance_rescale.map(Spanned::into_inner),
+                ..RecipePatch::default()
             },
             extra,
         })

@@ -247,6 +247,7 @@ impl Params {
             batch_size: None,
             clip_skip: Some(self.clip_skip),
             guidance_rescale: None,
+            ..RecipePatch::default()
         }
     }
 
