@@ -171,13 +171,27 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let result = loop {
         let mut actions = Vec::new();
         // Drain a burst of input, then the worker's events, then draw once.
-        if event::poll(FRAME).unwrap_or(false) {
-            while let Ok(true) = event::poll(Duration::ZERO) {
-                match event::read() {
-                    Ok(e) => actions.extend(term_action(&studio, e, &mut dirty)),
-                    Err(_) => break,
+        // An error here means the terminal is gone (a closed pty): quit, saving the session,
+        // instead of spinning on a poll that returns at once.
+        match event::poll(FRAME) {
+            Ok(true) => loop {
+                match event::poll(Duration::ZERO) {
+                    Ok(true) => match event::read() {
+                        Ok(e) => actions.extend(term_action(&studio, e, &mut dirty)),
+                        Err(_) => {
+                            actions.push(Action::Quit);
+                            break;
+                        }
+                    },
+                    Ok(false) => break,
+                    Err(_) => {
+                        actions.push(Action::Quit);
+                        break;
+                    }
                 }
-            }
+            },
+            Ok(false) => {}
+            Err(_) => actions.push(Action::Quit),
         }
         while let Some(e) = worker.try_event() {
             actions.push(Action::Worker(e, Instant::now()));
