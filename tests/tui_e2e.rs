@@ -48,6 +48,16 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // A studio still running when a test fails must not outlive the test run.
+        if let Ok(out) = Command::new("tmux")
+            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("pkill").args(["-9", "-P", pid]).output();
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
         let _ = Command::new("tmux")
             .args(["kill-session", "-t", &self.session])
             .output();
