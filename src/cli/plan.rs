@@ -2,7 +2,7 @@
 //! (a seed sweep, a prompt matrix, or an X/Y grid), wildcards drawn with each image's seed, and
 //! the contact sheet layout when there is one. Pure: no model, no files but wildcard lists.
 use crate::engine::pipeline::ModelDefaults;
-use crate::recipe::{self, Recipe, RecipeError, RecipePatch, SCHEMA_VERSION};
+use crate::recipe::{Recipe, RecipeError, RecipePatch};
 use crate::variations::contact_sheet::Label;
 use crate::variations::grid::{GridAxis, GridError};
 use crate::variations::matrix::PromptMatrix;
@@ -50,35 +50,9 @@ impl Job {
         device: &str,
         dtype: &str,
     ) -> std::result::Result<Recipe, RecipeError> {
-        let p = &self.patch;
-        let side = |given: Option<u32>, default: i64| {
-            given.unwrap_or_else(|| u32::try_from(default).unwrap_or(0))
-        };
-        let recipe = Recipe {
-            schema_version: SCHEMA_VERSION,
-            model: p.model.clone().unwrap_or_default(),
-            prompt: p.prompt.clone().unwrap_or_default(),
-            negative_prompt: p.negative_prompt.clone().unwrap_or_default(),
-            sampler: p.sampler.unwrap_or(recipe::DEFAULT_SAMPLER),
-            schedule: p.schedule.unwrap_or_default(),
-            timestep_spacing: p.timestep_spacing,
-            steps: p.steps.unwrap_or(defaults.steps),
-            cfg: p.cfg.unwrap_or(defaults.cfg),
-            seed: p.seed.unwrap_or_default(),
-            width: side(p.width, defaults.width),
-            height: side(p.height, defaults.height),
-            batch_size: 1,
-            index: 0,
-            device: device.to_string(),
-            dtype: dtype.to_string(),
-            clip_skip: p.clip_skip.unwrap_or(recipe::DEFAULT_CLIP_SKIP),
-            guidance_rescale: p.guidance_rescale.unwrap_or(0.0),
-            prompt_template: self.prompt_template.clone(),
-            loras: Vec::new(),
-            vae: None,
-            init: p.init(),
-        };
-        recipe.validate()?;
+        // The template is the plan's (wildcards), not the patch's; validation does not read it.
+        let mut recipe = crate::render::resolve_patch(&self.patch, defaults, device, dtype)?;
+        recipe.prompt_template = self.prompt_template.clone();
         Ok(recipe)
     }
 }
