@@ -299,3 +299,77 @@ fn signal_quits_cleanly(signal: &str) {
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("kept across a kill"), "{session}");
 }
+
+/// A terminal that vanishes without a signal reaching the studio first (the tmux server killed,
+/// a dropped connection): the studio notices, saves what was typed and exits instead of spinning.
+#[test]
+fn a_vanished_terminal_ends_the_studio_and_keeps_the_session() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    write_session(&home, &model);
+    let out = root.path().join("hangup-outputs");
+    // Its own tmux server, so killing it touches no other test's panes.
+    let socket = format!("easel-hangup-{}", std::process::id());
+    let pattern = format!("easel tui --graphics halfblocks --out {}", out.display());
+    let tmux = |args: &[&str]| {
+        let mut all = vec!["-L", socket.as_str()];
+        all.extend_from_slice(args);
+        Command::new("tmux").args(&all).output().expect("tmux runs")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &format!(
+            "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}'",
+            home.display(),
+            env!("CARGO_BIN_EXE_easel"),
+            out.display()
+        ),
+    ]);
+    assert!(started.status.success());
+    let screen = || String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+    let wait = |want: &str| {
+        let start = Instant::now();
+        while !screen().contains(want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "\"{want}\" did not appear: {}",
+                screen()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait("Prompt 0/75");
+    tmux(&["send-keys", "-l", "typed just before the end"]);
+    wait("typed just before the end");
+    let alive = || {
+        Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(alive(), "the studio is running");
+    tmux(&["kill-server"]);
+    let start = Instant::now();
+    while alive() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still = alive();
+    if still {
+        let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
+    }
+    assert!(!still, "the studio is still running 15 s after its terminal went away");
+    let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
+    assert!(session.contains("typed just before the end"), "{session}");
+}

@@ -196,7 +196,7 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
         while let Some(e) = worker.try_event() {
             actions.push(Action::Worker(e, Instant::now()));
         }
-        if stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || terminal::hung_up() {
             actions.push(Action::Quit);
         }
         if last_memory.elapsed() > Duration::from_secs(1) {

@@ -73,6 +73,20 @@ fn install_panic_hook() {
     }));
 }
 
+/// Whether the terminal has gone away (the SSH connection dropped, the tmux server was
+/// killed): its reads and writes then fail or return nothing, and only a quit makes sense.
+pub fn hung_up() -> bool {
+    // Standard output is what the studio draws on; a terminal that is gone reports POLLHUP.
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: fd is one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n > 0 && fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 /// A flag raised by SIGTERM, SIGHUP or SIGINT, for the event loop to quit cleanly on.
 pub fn termination_flag() -> io::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
