@@ -236,6 +236,13 @@ fn families_are_read_from_configs() {
     let inpaint = ModelInfo::detect(&cached_fixture("tiny-sd1-inpaint")).unwrap();
     assert_eq!((inpaint.family, inpaint.inpainting), (Family::Sd1, true));
     assert_eq!(inpaint.pipeline_class, "StableDiffusionInpaintPipeline");
+
+    let sd2_inpaint = ModelInfo::detect(&cached_fixture("tiny-sd2-inpaint")).unwrap();
+    assert_eq!(
+        (sd2_inpaint.family, sd2_inpaint.inpainting),
+        (Family::Sd2, true)
+    );
+    assert_eq!(sd2_inpaint.prediction_type, PredictionType::VPrediction);
 }
 
 #[test]

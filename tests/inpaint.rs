@@ -1,6 +1,6 @@
 //! Inpainting against diffusers' StableDiffusionInpaintPipeline and
-//! StableDiffusionXLInpaintPipeline: with 9-channel UNets and with regular UNets by latent
-//! blending, two samplers each, one with mask blur (float images within 1e-3); the mask blur and overlay equal PIL's byte for byte; --keep-unmasked keeps
+//! StableDiffusionXLInpaintPipeline (SD 1.x, SD 2.x v-prediction, SDXL): with 9-channel UNets and
+//! with regular UNets by latent blending, two samplers each, one with mask blur (float images within 1e-3); the mask blur and overlay equal PIL's byte for byte; --keep-unmasked keeps
 //! every pixel outside the mask exactly.
 mod common;
 mod img2img_cases;
@@ -155,6 +155,16 @@ fn sdxl_nine_channel_inpainting_matches_diffusers() {
 #[test]
 fn sdxl_latent_blending_matches_diffusers() {
     images_match("tiny-sdxl");
+}
+
+#[test]
+fn sd2_nine_channel_inpainting_matches_diffusers() {
+    images_match("tiny-sd2-inpaint");
+}
+
+#[test]
+fn sd2_latent_blending_matches_diffusers() {
+    images_match("tiny-sd2");
 }
 
 #[test]

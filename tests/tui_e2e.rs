@@ -369,7 +369,10 @@ fn a_vanished_terminal_ends_the_studio_and_keeps_the_session() {
     if still {
         let _ = Command::new("pkill").args(["-9", "-f", &pattern]).status();
     }
-    assert!(!still, "the studio is still running 15 s after its terminal went away");
+    assert!(
+        !still,
+        "the studio is still running 15 s after its terminal went away"
+    );
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("typed just before the end"), "{session}");
 }

@@ -47,7 +47,7 @@ pub fn families_version() -> String {
 /// A generated model that is too big to commit, made on first use into the per-user cache by
 /// scripts/make-fixtures from fixed seeds (scripts/test makes them before cargo test):
 /// "sd15-shapes", "sdxl-shapes", or one of the tiny family models "tiny-sd2", "tiny-sdxl",
-/// "tiny-sdxl-turbo", "tiny-sd1-inpaint", "tiny-sdxl-inpaint". An environment variable EASEL_<NAME>_DIR (upper case,
+/// "tiny-sdxl-turbo", "tiny-sd1-inpaint", "tiny-sdxl-inpaint", "tiny-sd2-inpaint". An environment variable EASEL_<NAME>_DIR (upper case,
 /// dashes as underscores; EASEL_REAL_SHAPES_DIR for sd15-shapes) overrides the folder.
 pub fn cached_fixture(name: &str) -> PathBuf {
     // Tests of one binary run in parallel threads: make each folder once.
@@ -74,7 +74,8 @@ pub fn cached_fixture(name: &str) -> PathBuf {
                 dir,
             )
         }
-        "tiny-sd2" | "tiny-sdxl" | "tiny-sdxl-turbo" | "tiny-sd1-inpaint" | "tiny-sdxl-inpaint" => {
+        "tiny-sd2" | "tiny-sdxl" | "tiny-sdxl-turbo" | "tiny-sd1-inpaint" | "tiny-sdxl-inpaint"
+        | "tiny-sd2-inpaint" => {
             let root = fixtures.join(format!("families-{}", families_version()));
             let env = format!("EASEL_{}_DIR", name.to_uppercase().replace('-', "_"));
             (
