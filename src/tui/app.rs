@@ -125,9 +125,13 @@ pub struct EngineStatus {
     pub dtype: Option<String>,
     pub model: Option<String>,
     pub loading: Option<String>,
+    /// The component loading now and the share of the load done.
+    pub load_stage: Option<(String, f32)>,
     /// The loaded model's native size.
     pub native: Option<(u32, u32)>,
     pub rss_mb: Option<u64>,
+    /// On CUDA: what this process holds on the GPU, and the GPU's total, in MB.
+    pub vram_mb: Option<(u64, u64)>,
     /// Steps per second of the running job, and the seconds its image still needs.
     pub it_s: Option<f64>,
     pub eta_s: Option<f64>,

@@ -164,6 +164,8 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let mut counter: Option<tokens::TokenCounter> = None;
     let mut counted = String::from("\u{0}");
     let mut last_memory = Instant::now() - Duration::from_secs(10);
+    let mut last_vram = Instant::now() - Duration::from_secs(10);
+    let mut vram_probe: Option<std::thread::JoinHandle<Option<(u64, u64)>>> = None;
     let mut dirty = true;
     // Saved a moment after each change too, so a crash or a killed terminal loses little.
     let mut saved = studio.session();
@@ -201,8 +203,26 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
         }
         if last_memory.elapsed() > Duration::from_secs(1) {
             last_memory = Instant::now();
-            if let Some(mb) = rss_mb() {
+            if let Some(mb) = crate::memory::rss_mb() {
                 actions.push(Action::Memory(mb));
+            }
+        }
+        // nvidia-smi takes a moment: asked off the UI thread, every few seconds, on CUDA only.
+        if vram_probe.as_ref().is_some_and(|t| t.is_finished()) {
+            if let Some(vram) = vram_probe.take().and_then(|t| t.join().ok()) {
+                actions.push(Action::Vram(vram));
+            }
+        }
+        let cuda = studio
+            .app
+            .status
+            .device
+            .clone()
+            .filter(|d| d.starts_with("cuda"));
+        if let Some(device) = cuda {
+            if vram_probe.is_none() && last_vram.elapsed() > Duration::from_secs(3) {
+                last_vram = Instant::now();
+                vram_probe = Some(std::thread::spawn(move || crate::memory::gpu_mb(&device)));
             }
         }
         let mut quit = false;
@@ -399,11 +419,4 @@ fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
         },
         Effect::Quit => None,
     }
-}
-
-/// This process's resident memory, from /proc (None elsewhere).
-fn rss_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096 / (1024 * 1024))
 }

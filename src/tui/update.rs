@@ -84,6 +84,8 @@ pub enum Action {
     /// An effect the runtime could not carry out, in words for the user.
     EffectFailed(String),
     Memory(u64),
+    /// GPU memory (this process's, the device's total) in MB; None where it cannot be read.
+    Vram(Option<(u64, u64)>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +181,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Memory(mb) => {
             app.status.rss_mb = Some(mb);
+            vec![]
+        }
+        Action::Vram(vram) => {
+            app.status.vram_mb = vram;
             vec![]
         }
         Action::Quit => quit(app),
@@ -715,12 +721,19 @@ fn worker_event(app: &mut App, event: Event, at: Instant) -> Vec<Effect> {
     // Events of jobs no longer listed (removed) are stale: dropped.
     let known = |app: &App, id: u64| app.queue.iter().any(|j| j.id == id);
     match event {
-        Event::Loading { model, .. } => {
+        Event::Loading { model } => {
             app.status.loading = Some(model.clone());
+            app.status.load_stage = None;
             if let Some(j) = app.queue.iter_mut().find(|j| j.state == JobState::Queued) {
                 j.state = JobState::Loading;
             }
             app.info(format!("loading {model}"));
+        }
+        Event::LoadStage {
+            component,
+            progress,
+        } => {
+            app.status.load_stage = Some((component, progress));
         }
         Event::Loaded {
             model,
@@ -730,6 +743,7 @@ fn worker_event(app: &mut App, event: Event, at: Instant) -> Vec<Effect> {
             native,
         } => {
             app.status.loading = None;
+            app.status.load_stage = None;
             app.status.native = Some(native);
             app.status.model = Some(model.clone());
             app.status.device = Some(device);
@@ -832,6 +846,9 @@ fn finish(app: &mut App, id: u64, state: JobState) {
         j.cancelling = false;
     }
     app.live = None;
+    // A job that ends while its model loads (a failed load) ends the load too.
+    app.status.loading = None;
+    app.status.load_stage = None;
     app.status.it_s = None;
     app.status.eta_s = None;
     app.step_clock = None;

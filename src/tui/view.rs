@@ -353,7 +353,16 @@ fn status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         _ => parts.push("engine idle".to_string()),
     }
     if let Some(m) = &s.loading {
-        parts.push(format!("loading {m}"));
+        let name = std::path::Path::new(m)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.clone());
+        parts.push(match &s.load_stage {
+            Some((component, done)) => {
+                format!("loading {name}: {component} {:.0}%", done * 100.0)
+            }
+            None => format!("loading {name}"),
+        });
     } else if let Some(m) = &s.model {
         parts.push(
             std::path::Path::new(m)
@@ -364,6 +373,9 @@ fn status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     if let Some(mb) = s.rss_mb {
         parts.push(format!("RAM {mb} MB"));
+    }
+    if let Some((used, total)) = s.vram_mb {
+        parts.push(format!("VRAM {used}/{total} MB"));
     }
     if let Some(r) = s.it_s {
         parts.push(format!("{r:.2} it/s"));
