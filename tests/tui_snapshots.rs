@@ -245,3 +245,31 @@ fn status_bar_shows_load_progress_and_gpu_memory() {
         "{shown}"
     );
 }
+
+/// F6 fills the screen with the preview; there +/- magnify, the arrows pan, and typing goes
+/// nowhere (the editors are hidden); F6 again goes back with the view fitted.
+#[test]
+fn full_screen_preview_zooms_and_pans() {
+    let mut app = finished();
+    let prompt = app.prompt.text().to_string();
+    update(&mut app, Action::Zoom);
+    assert!(screen(&app, 80, 24).contains("(fit; +/- zoom)"));
+    update(&mut app, Action::Insert('+'));
+    update(&mut app, Action::Insert('+'));
+    assert_eq!(app.magnify.level, 4);
+    let centered = app.magnify.region(64, 64);
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Down);
+    let moved = app.magnify.region(64, 64);
+    assert!(moved.0 > centered.0 && moved.1 > centered.1, "{moved:?}");
+    update(&mut app, Action::Insert('-'));
+    assert_eq!(app.magnify.level, 2);
+    update(&mut app, Action::Insert('x'));
+    assert_eq!(app.prompt.text(), prompt, "typing in full screen edits nothing");
+    let shown = screen(&app, 80, 24);
+    assert!(shown.contains("(2x; arrows pan, 0 fits)"), "{shown}");
+    assert!(!shown.contains("Prompt"), "{shown}");
+    update(&mut app, Action::Zoom);
+    assert_eq!(app.magnify.level, 1);
+    assert!(screen(&app, 80, 24).contains("Prompt"));
+}

@@ -167,6 +167,8 @@ pub struct App {
     pub quit: bool,
     /// The preview fills the screen.
     pub zoom: bool,
+    /// The full-screen preview's magnification and pan (fit when not full screen).
+    pub magnify: super::zoom::Zoom,
     /// When the current step's timing started (for it/s).
     pub step_clock: Option<(Instant, usize)>,
 }
@@ -197,6 +199,7 @@ impl App {
             token_count: (0, 0),
             quit: false,
             zoom: false,
+            magnify: super::zoom::Zoom::default(),
             step_clock: None,
         }
     }

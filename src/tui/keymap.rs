@@ -15,7 +15,7 @@ pub const DEFAULTS: &[(&str, &[&str], &str)] = &[
     ("gallery", &["ctrl-g", "f4"], "gallery of past renders"),
     ("rename", &["f2"], "presets: rename selected"),
     ("update_preset", &["ctrl-u"], "presets: update selected"),
-    ("zoom", &["f6"], "preview: fill the screen"),
+    ("zoom", &["f6"], "preview full screen, zoom"),
     ("favourite", &["ctrl-f"], "gallery: mark favourite"),
     ("focus_next", &["tab"], "next panel"),
     ("focus_prev", &["backtab"], "previous panel"),

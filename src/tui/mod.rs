@@ -14,6 +14,7 @@ pub mod tokens;
 pub mod update;
 pub mod view;
 pub mod weight;
+pub mod zoom;
 
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;

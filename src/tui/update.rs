@@ -324,7 +324,30 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
             };
             return vec![Effect::ListPresets];
         }
-        Action::Zoom => app.zoom = !app.zoom,
+        Action::Zoom => {
+            app.zoom = !app.zoom;
+            app.magnify = Default::default();
+        }
+        // Full screen hides the editors: +/- magnify and the arrows pan instead.
+        Action::Insert('+' | '=') if app.zoom => app.magnify.zoom_in(),
+        Action::Insert('-') if app.zoom => app.magnify.zoom_out(),
+        Action::Insert('0') if app.zoom => app.magnify = Default::default(),
+        Action::Left if app.zoom => app.magnify.pan(-1, 0),
+        Action::Right if app.zoom => app.magnify.pan(1, 0),
+        Action::Up if app.zoom => app.magnify.pan(0, -1),
+        Action::Down if app.zoom => app.magnify.pan(0, 1),
+        _ if app.zoom
+            && matches!(
+                action,
+                Action::Insert(_)
+                    | Action::Backspace
+                    | Action::Delete
+                    | Action::Enter
+                    | Action::Paste(_)
+            ) =>
+        {
+            app.info("full-screen preview: +/- zoom, arrows pan, 0 fits, F6 goes back to editing");
+        }
         Action::Gallery => {
             app.overlay = Overlay::Gallery {
                 filter: Editor::new(""),

@@ -241,6 +241,11 @@ fn preview(frame: &mut Frame, area: Rect, app: &App, images: Option<&mut Images>
         ),
         _ => " Preview ".to_string(),
     };
+    let title = match (app.zoom, app.magnify.level) {
+        (true, 1) => format!("{title}(fit; +/- zoom) "),
+        (true, level) => format!("{title}({level}x; arrows pan, 0 fits) "),
+        _ => title,
+    };
     let b = block(&title, false, theme);
     let inner = b.inner(area);
     frame.render_widget(b, area);
