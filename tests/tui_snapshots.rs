@@ -265,7 +265,11 @@ fn full_screen_preview_zooms_and_pans() {
     update(&mut app, Action::Insert('-'));
     assert_eq!(app.magnify.level, 2);
     update(&mut app, Action::Insert('x'));
-    assert_eq!(app.prompt.text(), prompt, "typing in full screen edits nothing");
+    assert_eq!(
+        app.prompt.text(),
+        prompt,
+        "typing in full screen edits nothing"
+    );
     let shown = screen(&app, 80, 24);
     assert!(shown.contains("(2x; arrows pan, 0 fits)"), "{shown}");
     assert!(!shown.contains("Prompt"), "{shown}");

@@ -454,6 +454,11 @@ fn gallery_search_favourite_load_and_trash() {
         },
     );
     assert_eq!(app.gallery.len(), 1);
+    assert_eq!(
+        update(&mut app, Action::Open),
+        vec![Effect::OpenFile("b.png".into())],
+        "Ctrl-O opens the selected render's file"
+    );
     let effects = update(&mut app, Action::Enter);
     let Some(Effect::LoadEntry { recipe, .. }) = effects.first().cloned() else {
         panic!("{effects:?}")

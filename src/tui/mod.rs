@@ -6,6 +6,7 @@ pub mod editor;
 pub mod gallery;
 pub mod images;
 pub mod keymap;
+pub mod open;
 pub mod params;
 pub mod presets;
 pub mod session;
@@ -418,6 +419,10 @@ fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
                 .map(Action::EffectFailed),
             None => Some(no_store()),
         },
+        Effect::OpenFile(path) => Some(match open::open(&path) {
+            Ok(message) => Action::Notice(message),
+            Err(e) => Action::EffectFailed(e),
+        }),
         Effect::Quit => None,
     }
 }

@@ -52,6 +52,9 @@ pub enum Action {
     Zoom,
     /// In the gallery: mark or unmark the selected render as a favourite.
     Favourite,
+    Open,
+    /// An effect went well; the text says what happened.
+    Notice(String),
     SeedLock,
     SeedReuse,
     ResultPrev,
@@ -102,6 +105,7 @@ pub enum Effect {
     LoadEntry { path: PathBuf, recipe: Recipe },
     TrashImage(PathBuf),
     SetFavourite { path: PathBuf, on: bool },
+    OpenFile(PathBuf),
     SaveSession,
     Quit,
 }
@@ -177,6 +181,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::EffectFailed(text) => {
             app.error(text);
+            vec![]
+        }
+        Action::Notice(text) => {
+            app.info(text);
             vec![]
         }
         Action::Memory(mb) => {
@@ -700,6 +708,11 @@ fn gallery_overlay(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::Delete => *confirm_delete = row.map(|r| r.path.clone()),
+        Action::Open => {
+            if let Some(row) = row {
+                return vec![Effect::OpenFile(row.path.clone())];
+            }
+        }
         Action::Favourite => {
             if let Some(row) = row {
                 let (path, on) = (row.path.clone(), !row.favourite);

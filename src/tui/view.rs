@@ -559,7 +559,7 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     );
     frame.render_widget(Clear, rect);
     let b = block(
-        " Gallery: type to search, Enter loads, Del trashes, Ctrl-F favourite ",
+        " Gallery: search, Enter loads, Del trashes, Ctrl-F fav, Ctrl-O opens ",
         true,
         theme,
     );
