@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod fault;
 pub mod history;
 pub mod memory;
 pub mod metadata;

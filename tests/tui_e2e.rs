@@ -376,3 +376,73 @@ fn a_vanished_terminal_ends_the_studio_and_keeps_the_session() {
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("typed just before the end"), "{session}");
 }
+
+/// A panic in the render worker fails that job only (the next one renders); a panic on the UI
+/// thread restores the terminal, prints what happened, exits non-zero and keeps the session.
+#[test]
+fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    write_session(&home, &model);
+    let script = format!(
+        "cd '{}' && RUST_BACKTRACE=0 EASEL_INJECT_PANIC=worker-once,ui-f12 EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; \
+         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
+        root.path().display(),
+        home.display(),
+        env!("CARGO_BIN_EXE_easel"),
+    );
+    let tmux = Tmux {
+        session: format!("easel-e2e-panic-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "120",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let mut seen = Vec::new();
+    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    tmux.text("a crash test");
+    tmux.wait_for("Prompt 3/75", 10, &mut seen);
+    tmux.keys(&["F5"]);
+    let failed = tmux.wait_for("the engine failed", 60, &mut seen);
+    assert!(failed.contains("injected worker panic"), "{failed}");
+    assert!(failed.contains("Prompt 3/75"), "the studio is still up:\n{failed}");
+    tmux.keys(&["F5"]);
+    tmux.wait_for("done: outputs/", 300, &mut seen);
+
+    tmux.keys(&["F12"]);
+    let end = tmux.wait_for("END", 30, &mut seen);
+    assert!(end.contains("EASEL-EXIT 1"), "{end}");
+    assert!(end.contains("injected UI panic"), "the panic is shown:\n{end}");
+    assert!(end.contains("the studio crashed"), "{end}");
+    let modes = end
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MODES "))
+        .unwrap_or_default()
+        .trim_end_matches("END");
+    assert!(
+        modes.split_whitespace().any(|m| m == "icanon")
+            && modes.split_whitespace().any(|m| m == "echo"),
+        "the terminal is back in cooked mode with echo: {modes:?}"
+    );
+    assert!(!end.contains("Prompt 3/75"), "the alternate screen is gone:\n{end}");
+    let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
+    assert!(session.contains("a crash test"), "{session}");
+}

@@ -28,6 +28,7 @@ use keymap::Keymap;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use session::Session;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -172,7 +173,8 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     // Saved a moment after each change too, so a crash or a killed terminal loses little.
     let mut saved = studio.session();
     let mut last_save = Instant::now();
-    let result = loop {
+    // A panic here has restored the terminal (terminal.rs's hook): save the session still.
+    let looped = std::panic::catch_unwind(AssertUnwindSafe(|| loop {
         let mut actions = Vec::new();
         // Drain a burst of input, then the worker's events, then draw once.
         // An error here means the terminal is gone (a closed pty): quit, saving the session,
@@ -283,7 +285,14 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                 break Err(format!("cannot draw: {e}"));
             }
         }
-    };
+    }));
+    let result = looped.unwrap_or_else(|_| {
+        Err(
+            "the studio crashed: this is a bug, please report it with the message above \
+             (the prompt and settings are saved)"
+                .into(),
+        )
+    });
     let saved = studio.save_session();
     drop(term);
     drop(guard);
@@ -297,6 +306,9 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
 fn term_action(studio: &Studio, e: TermEvent, dirty: &mut bool) -> Option<Action> {
     match e {
         TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
+            if k.code == KeyCode::F(12) && crate::fault::ui_f12() {
+                panic!("injected UI panic (EASEL_INJECT_PANIC=ui-f12)");
+            }
             if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
                 return Some(Action::Quit);
             }

@@ -66,8 +66,14 @@ pub fn restore() {
 }
 
 fn install_panic_hook() {
+    let ui = std::thread::current().id();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // Another thread's panic (the worker's is caught and shown as a failed job) must not
+        // tear the screen down under a studio that goes on, nor print over it.
+        if ACTIVE.load(Ordering::SeqCst) && std::thread::current().id() != ui {
+            return;
+        }
         restore();
         previous(info);
     }));

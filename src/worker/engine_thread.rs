@@ -5,6 +5,7 @@ use crate::engine::lora::{prompt_tags, LoraSpec};
 use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::output::naming::{self, OutputTarget};
 use crate::render;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
@@ -33,10 +34,26 @@ pub(super) fn run(
                 paths: Vec::new(),
             }
         } else {
-            match render_job(config, &job, &cancel, &mut loaded, events) {
-                Ok(Outcome::Done(paths)) => Event::Done { id, paths },
-                Ok(Outcome::Cancelled(paths)) => Event::Cancelled { id, paths },
-                Err(message) => Event::Failed { id, message },
+            // libtorch reports some failures (CUDA out of memory among them) as panics: the job
+            // fails with the reason and the worker lives on, with the model loaded afresh.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::fault::worker_job();
+                render_job(config, &job, &cancel, &mut loaded, events)
+            }));
+            match outcome {
+                Ok(Ok(Outcome::Done(paths))) => Event::Done { id, paths },
+                Ok(Ok(Outcome::Cancelled(paths))) => Event::Cancelled { id, paths },
+                Ok(Err(message)) => Event::Failed { id, message },
+                Err(payload) => {
+                    loaded = None;
+                    Event::Failed {
+                        id,
+                        message: format!(
+                            "the engine failed: {} (the model loads again for the next job;                              out of memory? try a smaller size or batch)",
+                            panic_message(payload.as_ref())
+                        ),
+                    }
+                }
             }
         };
         flags
@@ -47,6 +64,14 @@ pub(super) fn run(
             return;
         }
     }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "an unknown error".into())
 }
 
 enum Outcome {
