@@ -405,3 +405,33 @@ fn cli_uses_the_turbo_defaults() {
     // 8-bit rounding of values within 1e-3 of diffusers' differs by at most one level.
     assert_close("turbo PNG", &pixels, &expected, 1.0);
 }
+
+#[test]
+fn loads_report_each_component_in_order() {
+    let stages = |dir: std::path::PathBuf| {
+        let mut seen = Vec::new();
+        StableDiffusion::load_with_progress(
+            &dir,
+            Device::Cpu,
+            Kind::Float,
+            &Default::default(),
+            &mut |p| seen.push((p.component, p.fraction)),
+        )
+        .unwrap();
+        seen
+    };
+    let xl = stages(cached_fixture("tiny-sdxl"));
+    let names: Vec<&str> = xl.iter().map(|(c, _)| *c).collect();
+    assert_eq!(
+        names,
+        ["tokenizer", "text encoder", "text encoder 2", "unet", "vae"]
+    );
+    assert_eq!(xl[0].1, 0.0);
+    assert!(xl.windows(2).all(|w| w[0].1 < w[1].1), "{xl:?}");
+    assert!(xl.last().unwrap().1 < 1.0);
+    let sd2: Vec<&str> = stages(cached_fixture("tiny-sd2"))
+        .iter()
+        .map(|(c, _)| *c)
+        .collect();
+    assert_eq!(sd2, ["tokenizer", "text encoder", "unet", "vae"]);
+}

@@ -190,3 +190,90 @@ fn weighting_syntax_is_not_counted_as_tokens() {
     );
     assert!(plain > 0);
 }
+
+/// The status bar follows a model load component by component, ends it when the load fails,
+/// and shows GPU memory once a CUDA device reports it.
+#[test]
+fn status_bar_shows_load_progress_and_gpu_memory() {
+    let mut app = studio();
+    let now = Instant::now();
+    update(&mut app, Action::Render);
+    let at = |app: &mut App, e: Event| {
+        update(app, Action::Worker(e, now));
+    };
+    at(
+        &mut app,
+        Event::Loading {
+            model: "/models/sdxl-base".into(),
+        },
+    );
+    assert!(screen(&app, 160, 48).contains("loading sdxl-base |"));
+    at(
+        &mut app,
+        Event::LoadStage {
+            component: "unet".into(),
+            progress: 0.24,
+        },
+    );
+    assert!(screen(&app, 160, 48).contains("loading sdxl-base: unet 24%"));
+    at(
+        &mut app,
+        Event::Failed {
+            id: 1,
+            message: "cannot load the model /models/sdxl-base: no unet/config.json".into(),
+        },
+    );
+    let failed = screen(&app, 160, 48);
+    assert!(!failed.contains("loading sdxl-base"), "{failed}");
+    assert!(failed.contains("no unet/config.json"), "{failed}");
+
+    at(
+        &mut app,
+        Event::Loaded {
+            model: "/models/sdxl-base".into(),
+            device: "cuda:0".into(),
+            dtype: "fp16".into(),
+            seconds: 9.0,
+            native: (1024, 1024),
+        },
+    );
+    assert!(!screen(&app, 160, 48).contains("VRAM"));
+    update(&mut app, Action::Vram(Some((7350, 143771))));
+    let shown = screen(&app, 160, 48);
+    assert!(
+        shown.contains("cuda:0 fp16") && shown.contains("VRAM 7350/143771 MB"),
+        "{shown}"
+    );
+}
+
+/// F6 fills the screen with the preview; there +/- magnify, the arrows pan, and typing goes
+/// nowhere (the editors are hidden); F6 again goes back with the view fitted.
+#[test]
+fn full_screen_preview_zooms_and_pans() {
+    let mut app = finished();
+    let prompt = app.prompt.text().to_string();
+    update(&mut app, Action::Zoom);
+    assert!(screen(&app, 80, 24).contains("(fit; +/- zoom)"));
+    update(&mut app, Action::Insert('+'));
+    update(&mut app, Action::Insert('+'));
+    assert_eq!(app.magnify.level, 4);
+    let centered = app.magnify.region(64, 64);
+    update(&mut app, Action::Right);
+    update(&mut app, Action::Down);
+    let moved = app.magnify.region(64, 64);
+    assert!(moved.0 > centered.0 && moved.1 > centered.1, "{moved:?}");
+    update(&mut app, Action::Insert('-'));
+    assert_eq!(app.magnify.level, 2);
+    update(&mut app, Action::Insert('x'));
+    assert_eq!(
+        app.prompt.text(),
+        prompt,
+        "typing in full screen edits nothing"
+    );
+    let shown = screen(&app, 80, 24);
+    assert!(shown.contains("(2x; arrows pan, 0 fits)"), "{shown}");
+    assert!(!shown.contains("Prompt"), "{shown}");
+    update(&mut app, Action::Zoom);
+    assert_eq!(app.magnify.level, 1);
+    assert!(screen(&app, 80, 24).contains("Prompt"));
+}

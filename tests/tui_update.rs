@@ -66,10 +66,17 @@ fn render_submits_the_recipe_and_the_queue_follows_the_worker() {
         &mut app,
         Event::Loading {
             model: "models/tiny".into(),
-            progress: 0.0,
         },
     );
     assert_eq!(app.queue[0].state, JobState::Loading);
+    ev(
+        &mut app,
+        Event::LoadStage {
+            component: "unet".into(),
+            progress: 0.12,
+        },
+    );
+    assert_eq!(app.status.load_stage, Some(("unet".to_string(), 0.12)));
     ev(
         &mut app,
         Event::Loaded {
@@ -447,6 +454,11 @@ fn gallery_search_favourite_load_and_trash() {
         },
     );
     assert_eq!(app.gallery.len(), 1);
+    assert_eq!(
+        update(&mut app, Action::Open),
+        vec![Effect::OpenFile("b.png".into())],
+        "Ctrl-O opens the selected render's file"
+    );
     let effects = update(&mut app, Action::Enter);
     let Some(Effect::LoadEntry { recipe, .. }) = effects.first().cloned() else {
         panic!("{effects:?}")

@@ -78,6 +78,20 @@ fn renders_the_diffusers_image_and_keeps_the_model_loaded() {
         loads, 1,
         "the second job reuses the loaded model: {events:?}"
     );
+    // The load reports each component as it starts, its share of the load rising.
+    let stages: Vec<(String, f32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::LoadStage {
+                component,
+                progress,
+            } => Some((component.clone(), *progress)),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["tokenizer", "text encoder", "unet", "vae"]);
+    assert!(stages.windows(2).all(|w| w[0].1 < w[1].1) && stages[3].1 < 1.0);
     let steps: Vec<usize> = events
         .iter()
         .filter_map(|e| match e {

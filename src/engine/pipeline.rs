@@ -124,6 +124,33 @@ pub struct LoadOptions {
     pub config: Option<PathBuf>,
 }
 
+/// How far a load has come, for a progress display: the component now loading and the share
+/// of the whole load done before it (by the components' usual sizes: the UNet is most of it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadProgress {
+    pub component: &'static str,
+    pub fraction: f32,
+}
+
+/// The share of a load each component takes, in load order (roughly their parameter counts).
+fn load_shares(family: Family) -> &'static [(&'static str, f32)] {
+    match family {
+        Family::Sd1 | Family::Sd2 => &[
+            ("tokenizer", 0.01),
+            ("text encoder", 0.11),
+            ("unet", 0.78),
+            ("vae", 0.10),
+        ],
+        Family::Sdxl => &[
+            ("tokenizer", 0.01),
+            ("text encoder", 0.04),
+            ("text encoder 2", 0.19),
+            ("unet", 0.70),
+            ("vae", 0.06),
+        ],
+    }
+}
+
 /// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
     source: ModelSource,
@@ -159,9 +186,29 @@ impl StableDiffusion {
         kind: Kind,
         options: &LoadOptions,
     ) -> Result<Self> {
+        Self::load_with_progress(path, device, kind, options, &mut |_| {})
+    }
+
+    /// `load_with`, telling `progress` as each component starts loading.
+    pub fn load_with_progress(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
         let _guard = tch::no_grad_guard();
         let source = ModelSource::open(path, options.config.as_deref())?;
         let info = ModelInfo::from_source(&source)?;
+        let shares = load_shares(info.family);
+        let mut stage = |component: &'static str| {
+            let before = shares.iter().take_while(|(c, _)| *c != component);
+            progress(LoadProgress {
+                component,
+                fraction: before.fold(0.0, |done, (_, share)| done + share),
+            });
+        };
+        stage("tokenizer");
         // SD 2.x's OpenCLIP tokenizer pads with "!"; SD 1.x's and SDXL's first with EOS.
         let pad = match info.family {
             Family::Sd2 => "!",
@@ -175,23 +222,23 @@ impl StableDiffusion {
         let mut mismatches = Vec::new();
         let clip_config: ClipTextConfig =
             source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
+        stage("text encoder");
         let text_encoder =
             load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
         let sdxl = match info.family {
-            Family::Sdxl => Some(SdxlText::load_from(
-                &source,
-                &loras,
-                device,
-                kind,
-                &mut mismatches,
-            )?),
+            Family::Sdxl => Some({
+                stage("text encoder 2");
+                SdxlText::load_from(&source, &loras, device, kind, &mut mismatches)?
+            }),
             Family::Sd1 | Family::Sd2 => None,
         };
         let unet_config: UNetConfig = source.config("unet", "config.json", |c: &UNetConfig| {
             c.layout().map(|_| ())
         })?;
+        stage("unet");
         let unet = load_unet(&source, &unet_config, &loras, device, kind, &mut mismatches)?;
 
+        stage("vae");
         let vae_override = options.vae.clone().map(|path| VaeOverride { path });
         let vae_config = vae_config(&source, vae_override.as_ref())?;
         let vae = match load_vae(&source, vae_override.as_ref(), &vae_config, device, kind) {

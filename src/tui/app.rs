@@ -127,9 +127,13 @@ pub struct EngineStatus {
     pub dtype: Option<String>,
     pub model: Option<String>,
     pub loading: Option<String>,
+    /// The component loading now and the share of the load done.
+    pub load_stage: Option<(String, f32)>,
     /// The loaded model's native size.
     pub native: Option<(u32, u32)>,
     pub rss_mb: Option<u64>,
+    /// On CUDA: what this process holds on the GPU, and the GPU's total, in MB.
+    pub vram_mb: Option<(u64, u64)>,
     /// Steps per second of the running job, and the seconds its image still needs.
     pub it_s: Option<f64>,
     pub eta_s: Option<f64>,
@@ -165,6 +169,8 @@ pub struct App {
     pub quit: bool,
     /// The preview fills the screen.
     pub zoom: bool,
+    /// The full-screen preview's magnification and pan (fit when not full screen).
+    pub magnify: super::zoom::Zoom,
     /// When the current step's timing started (for it/s).
     pub step_clock: Option<(Instant, usize)>,
 }
@@ -195,6 +201,7 @@ impl App {
             token_count: (0, 0),
             quit: false,
             zoom: false,
+            magnify: super::zoom::Zoom::default(),
             step_clock: None,
         }
     }

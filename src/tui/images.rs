@@ -166,8 +166,9 @@ impl Images {
 
     /// Draws what the preview pane shows; false when there is nothing to draw.
     pub fn draw(&mut self, frame: &mut Frame, area: Rect, app: &App) -> bool {
+        let zoom = app.magnify;
         if let Some(live) = &app.live {
-            self.live.show(&self.picker, live);
+            self.live.show(&self.picker, &zoom.crop(live));
             self.live.draw(frame, area);
             return true;
         }
@@ -180,13 +181,14 @@ impl Images {
                     .direction(Direction::Horizontal)
                     .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
                     .split(area);
-                self.other.show(&self.picker, &a.picture);
+                // Both halves show the same region, so details compare side by side.
+                self.other.show(&self.picker, &zoom.crop(&a.picture));
                 self.other.draw(frame, halves[0]);
-                self.main.show(&self.picker, &shown.picture);
+                self.main.show(&self.picker, &zoom.crop(&shown.picture));
                 self.main.draw(frame, halves[1]);
             }
             None => {
-                self.main.show(&self.picker, &shown.picture);
+                self.main.show(&self.picker, &zoom.crop(&shown.picture));
                 self.main.draw(frame, area);
             }
         }

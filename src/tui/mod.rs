@@ -6,6 +6,7 @@ pub mod editor;
 pub mod gallery;
 pub mod images;
 pub mod keymap;
+pub mod open;
 pub mod params;
 pub mod presets;
 pub mod session;
@@ -14,6 +15,7 @@ pub mod tokens;
 pub mod update;
 pub mod view;
 pub mod weight;
+pub mod zoom;
 
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;
@@ -164,6 +166,8 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     let mut counter: Option<tokens::TokenCounter> = None;
     let mut counted = String::from("\u{0}");
     let mut last_memory = Instant::now() - Duration::from_secs(10);
+    let mut last_vram = Instant::now() - Duration::from_secs(10);
+    let mut vram_probe: Option<std::thread::JoinHandle<Option<(u64, u64)>>> = None;
     let mut dirty = true;
     // Saved a moment after each change too, so a crash or a killed terminal loses little.
     let mut saved = studio.session();
@@ -201,8 +205,26 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
         }
         if last_memory.elapsed() > Duration::from_secs(1) {
             last_memory = Instant::now();
-            if let Some(mb) = rss_mb() {
+            if let Some(mb) = crate::memory::rss_mb() {
                 actions.push(Action::Memory(mb));
+            }
+        }
+        // nvidia-smi takes a moment: asked off the UI thread, every few seconds, on CUDA only.
+        if vram_probe.as_ref().is_some_and(|t| t.is_finished()) {
+            if let Some(vram) = vram_probe.take().and_then(|t| t.join().ok()) {
+                actions.push(Action::Vram(vram));
+            }
+        }
+        let cuda = studio
+            .app
+            .status
+            .device
+            .clone()
+            .filter(|d| d.starts_with("cuda"));
+        if let Some(device) = cuda {
+            if vram_probe.is_none() && last_vram.elapsed() > Duration::from_secs(3) {
+                last_vram = Instant::now();
+                vram_probe = Some(std::thread::spawn(move || crate::memory::gpu_mb(&device)));
             }
         }
         let mut quit = false;
@@ -397,13 +419,10 @@ fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
                 .map(Action::EffectFailed),
             None => Some(no_store()),
         },
+        Effect::OpenFile(path) => Some(match open::open(&path) {
+            Ok(message) => Action::Notice(message),
+            Err(e) => Action::EffectFailed(e),
+        }),
         Effect::Quit => None,
     }
-}
-
-/// This process's resident memory, from /proc (None elsewhere).
-fn rss_mb() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096 / (1024 * 1024))
 }

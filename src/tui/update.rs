@@ -52,6 +52,9 @@ pub enum Action {
     Zoom,
     /// In the gallery: mark or unmark the selected render as a favourite.
     Favourite,
+    Open,
+    /// An effect went well; the text says what happened.
+    Notice(String),
     SeedLock,
     SeedReuse,
     ResultPrev,
@@ -84,6 +87,8 @@ pub enum Action {
     /// An effect the runtime could not carry out, in words for the user.
     EffectFailed(String),
     Memory(u64),
+    /// GPU memory (this process's, the device's total) in MB; None where it cannot be read.
+    Vram(Option<(u64, u64)>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +105,7 @@ pub enum Effect {
     LoadEntry { path: PathBuf, recipe: Recipe },
     TrashImage(PathBuf),
     SetFavourite { path: PathBuf, on: bool },
+    OpenFile(PathBuf),
     SaveSession,
     Quit,
 }
@@ -176,8 +182,16 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.error(text);
             vec![]
         }
+        Action::Notice(text) => {
+            app.info(text);
+            vec![]
+        }
         Action::Memory(mb) => {
             app.status.rss_mb = Some(mb);
+            vec![]
+        }
+        Action::Vram(vram) => {
+            app.status.vram_mb = vram;
             vec![]
         }
         Action::Quit => quit(app),
@@ -318,7 +332,30 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
             };
             return vec![Effect::ListPresets];
         }
-        Action::Zoom => app.zoom = !app.zoom,
+        Action::Zoom => {
+            app.zoom = !app.zoom;
+            app.magnify = Default::default();
+        }
+        // Full screen hides the editors: +/- magnify and the arrows pan instead.
+        Action::Insert('+' | '=') if app.zoom => app.magnify.zoom_in(),
+        Action::Insert('-') if app.zoom => app.magnify.zoom_out(),
+        Action::Insert('0') if app.zoom => app.magnify = Default::default(),
+        Action::Left if app.zoom => app.magnify.pan(-1, 0),
+        Action::Right if app.zoom => app.magnify.pan(1, 0),
+        Action::Up if app.zoom => app.magnify.pan(0, -1),
+        Action::Down if app.zoom => app.magnify.pan(0, 1),
+        _ if app.zoom
+            && matches!(
+                action,
+                Action::Insert(_)
+                    | Action::Backspace
+                    | Action::Delete
+                    | Action::Enter
+                    | Action::Paste(_)
+            ) =>
+        {
+            app.info("full-screen preview: +/- zoom, arrows pan, 0 fits, F6 goes back to editing");
+        }
         Action::Gallery => {
             app.overlay = Overlay::Gallery {
                 filter: Editor::new(""),
@@ -675,6 +712,11 @@ fn gallery_overlay(app: &mut App, action: Action) -> Vec<Effect> {
             }
         }
         Action::Delete => *confirm_delete = row.map(|r| r.path.clone()),
+        Action::Open => {
+            if let Some(row) = row {
+                return vec![Effect::OpenFile(row.path.clone())];
+            }
+        }
         Action::Favourite => {
             if let Some(row) = row {
                 let (path, on) = (row.path.clone(), !row.favourite);
@@ -719,12 +761,19 @@ fn worker_event(app: &mut App, event: Event, at: Instant) -> Vec<Effect> {
     // Events of jobs no longer listed (removed) are stale: dropped.
     let known = |app: &App, id: u64| app.queue.iter().any(|j| j.id == id);
     match event {
-        Event::Loading { model, .. } => {
+        Event::Loading { model } => {
             app.status.loading = Some(model.clone());
+            app.status.load_stage = None;
             if let Some(j) = app.queue.iter_mut().find(|j| j.state == JobState::Queued) {
                 j.state = JobState::Loading;
             }
             app.info(format!("loading {model}"));
+        }
+        Event::LoadStage {
+            component,
+            progress,
+        } => {
+            app.status.load_stage = Some((component, progress));
         }
         Event::Loaded {
             model,
@@ -734,6 +783,7 @@ fn worker_event(app: &mut App, event: Event, at: Instant) -> Vec<Effect> {
             native,
         } => {
             app.status.loading = None;
+            app.status.load_stage = None;
             app.status.native = Some(native);
             app.status.model = Some(model.clone());
             app.status.device = Some(device);
@@ -836,6 +886,9 @@ fn finish(app: &mut App, id: u64, state: JobState) {
         j.cancelling = false;
     }
     app.live = None;
+    // A job that ends while its model loads (a failed load) ends the load too.
+    app.status.loading = None;
+    app.status.load_stage = None;
     app.status.it_s = None;
     app.status.eta_s = None;
     app.step_clock = None;

@@ -278,6 +278,11 @@ fn preview(frame: &mut Frame, area: Rect, app: &App, images: Option<&mut Images>
         ),
         _ => " Preview ".to_string(),
     };
+    let title = match (app.zoom, app.magnify.level) {
+        (true, 1) => format!("{title}(fit; +/- zoom) "),
+        (true, level) => format!("{title}({level}x; arrows pan, 0 fits) "),
+        _ => title,
+    };
     let b = block(&title, false, theme);
     let inner = b.inner(area);
     frame.render_widget(b, area);
@@ -391,7 +396,16 @@ fn status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         _ => parts.push("engine idle".to_string()),
     }
     if let Some(m) = &s.loading {
-        parts.push(format!("loading {m}"));
+        let name = std::path::Path::new(m)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| m.clone());
+        parts.push(match &s.load_stage {
+            Some((component, done)) => {
+                format!("loading {name}: {component} {:.0}%", done * 100.0)
+            }
+            None => format!("loading {name}"),
+        });
     } else if let Some(m) = &s.model {
         parts.push(
             std::path::Path::new(m)
@@ -402,6 +416,9 @@ fn status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     if let Some(mb) = s.rss_mb {
         parts.push(format!("RAM {mb} MB"));
+    }
+    if let Some((used, total)) = s.vram_mb {
+        parts.push(format!("VRAM {used}/{total} MB"));
     }
     if let Some(r) = s.it_s {
         parts.push(format!("{r:.2} it/s"));
@@ -580,7 +597,7 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     );
     frame.render_widget(Clear, rect);
     let b = block(
-        " Gallery: type to search, Enter loads, Del trashes, Ctrl-F favourite ",
+        " Gallery: search, Enter loads, Del trashes, Ctrl-F fav, Ctrl-O opens ",
         true,
         theme,
     );

@@ -170,7 +170,6 @@ fn ensure_loaded<'a>(
         *loaded = None;
         let _ = events.send(Event::Loading {
             model: model.to_string(),
-            progress: 0.0,
         });
         let start = Instant::now();
         let device = config.device.resolve().map_err(|e| e.to_string())?;
@@ -180,8 +179,19 @@ fn ensure_loaded<'a>(
             vae: None,
             config: None,
         };
-        let sd = StableDiffusion::load_with(Path::new(model), device, kind, &options)
-            .map_err(|e| format!("cannot load the model {model}: {e}"))?;
+        let sd = StableDiffusion::load_with_progress(
+            Path::new(model),
+            device,
+            kind,
+            &options,
+            &mut |p| {
+                let _ = events.send(Event::LoadStage {
+                    component: p.component.to_string(),
+                    progress: p.fraction,
+                });
+            },
+        )
+        .map_err(|e| format!("cannot load the model {model}: {e}"))?;
         let _ = events.send(Event::Loaded {
             model: model.to_string(),
             device: device_name(sd.device()),

@@ -36,9 +36,13 @@ pub struct Picture {
 /// Done, Failed or Cancelled. Loading/Loaded come before a job's Started when it needs a load.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// A load starts (once per load).
     Loading {
         model: String,
-        /// 0.0 when the load starts (the engine reports no finer progress yet).
+    },
+    /// The load reached the next component; `progress` is the share of the load done, 0 to 1.
+    LoadStage {
+        component: String,
         progress: f32,
     },
     Loaded {
