@@ -5,6 +5,7 @@ pub mod cli;
 pub mod engine;
 pub mod fault;
 pub mod history;
+pub mod init_files;
 pub mod memory;
 pub mod metadata;
 pub mod output;

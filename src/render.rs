@@ -1,8 +1,11 @@
 //! One recipe to one PNG on disk: the render-and-save step that `easel generate` and the
 //! studio's worker share, so both write the same files with the same metadata.
-use crate::engine::pipeline::{Image, ModelDefaults, Output, Progress, StableDiffusion};
+use crate::engine::pipeline::{
+    Image, ModelDefaults, Output, Progress, StableDiffusion, TextToImage,
+};
 use crate::engine::EngineError;
 use crate::history;
+use crate::init_files::{self, InitFileError};
 use crate::output::naming::OutputTarget;
 use crate::output::{save_png, OutputError};
 use crate::recipe::{self, Recipe, RecipeError, RecipePatch, SCHEMA_VERSION};
@@ -17,6 +20,9 @@ pub enum RenderError {
     Output(#[from] OutputError),
     #[error("the engine returned no image")]
     NoImage,
+    /// The init image or mask could not be read.
+    #[error(transparent)]
+    Init(#[from] InitFileError),
 }
 
 /// A finished image: where it was written, its pixels, and the engine's report.
@@ -27,8 +33,9 @@ pub struct Rendered {
     pub output: Output,
 }
 
-/// Renders `recipe` (one image) and writes it under `target` with the recipe embedded.
-/// `Ok(None)` means the render was cancelled and nothing was written.
+/// Renders `recipe` (one image) and writes it under `target` with the recipe embedded, reading
+/// its init image and mask (img2img, inpainting) from their files. `Ok(None)` means the render
+/// was cancelled and nothing was written.
 #[allow(clippy::too_many_arguments)]
 pub fn render_and_save(
     sd: &StableDiffusion,
@@ -38,28 +45,44 @@ pub fn render_and_save(
     stamp: &str,
     model_name: &str,
     on_step: &mut dyn FnMut(&Progress),
+    on_note: &mut dyn FnMut(String),
     cancel: &AtomicBool,
 ) -> Result<Option<Rendered>, RenderError> {
-    // Init images and masks are files that only `easel generate` reads (cli::init_image).
-    if recipe.init.is_some() {
-        return Err(RenderError::Engine(EngineError::Invalid(
-            "this recipe is img2img or inpainting, which the studio cannot render yet: run it with easel generate --from".into(),
-        )));
-    }
-    let request = crate::engine::pipeline::TextToImage {
+    let request = TextToImage {
         embeddings: embeddings.to_vec(),
         ..recipe.to_request()
     };
+    let request = with_init(recipe, request, on_note)?;
     render_request(
         sd, &request, recipe, target, stamp, model_name, on_step, cancel,
     )
+}
+
+/// `request` with the recipe's init image and mask read from their files and brought to the
+/// recipe's size (unchanged for text-to-image). `on_note` hears what is worth telling the user
+/// without failing.
+pub fn with_init(
+    recipe: &Recipe,
+    request: TextToImage,
+    on_note: &mut dyn FnMut(String),
+) -> Result<TextToImage, RenderError> {
+    let init = match &recipe.init {
+        Some(init) => Some(init_files::load(
+            init,
+            recipe.width,
+            recipe.height,
+            on_note,
+        )?),
+        None => None,
+    };
+    Ok(TextToImage { init, ..request })
 }
 
 /// As `render_and_save`, with the engine request already built (previews, embeddings).
 #[allow(clippy::too_many_arguments)]
 pub fn render_request(
     sd: &StableDiffusion,
-    request: &crate::engine::pipeline::TextToImage,
+    request: &TextToImage,
     recipe: &Recipe,
     target: &OutputTarget,
     stamp: &str,

@@ -506,3 +506,187 @@ fn loras_are_typed_checked_and_sent_with_the_job() {
         (ink.to_str().unwrap(), 0.5)
     );
 }
+
+/// Types `text` into the selected parameter and presses Enter; the refusal, if any.
+fn enter_field(app: &mut App, field: Field, text: &str) -> Option<String> {
+    app.focus = Focus::Params;
+    app.field = field;
+    update(app, Action::Cancel);
+    type_text(app, text);
+    update(app, Action::Enter);
+    app.field_error.clone()
+}
+
+#[test]
+fn img2img_fields_are_checked_in_place_and_sent_with_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (photo, hat) = (dir.path().join("photo.png"), dir.path().join("hat.png"));
+    std::fs::write(&photo, b"").unwrap();
+    std::fs::write(&hat, b"").unwrap();
+    let (photo_s, hat_s) = (photo.display().to_string(), hat.display().to_string());
+    let mut app = app_with_model();
+    type_text(&mut app, "a red hat");
+
+    // Refused in place, with the reason; the typed text stays for fixing.
+    let err = enter_field(&mut app, Field::Mask, &hat_s).unwrap();
+    assert!(err.contains("needs an init image"), "{err}");
+    assert_eq!(app.field_input.as_deref(), Some(hat_s.as_str()));
+    assert_eq!(app.params.mask, None);
+    let missing = dir.path().join("nope.png").display().to_string();
+    let err = enter_field(&mut app, Field::InitImage, &missing).unwrap();
+    assert_eq!(err, format!("no such file: {missing}"));
+    let home = std::env::var("HOME").unwrap();
+    let err = enter_field(&mut app, Field::InitImage, "~/easel-no-such-init.png").unwrap();
+    assert_eq!(err, format!("no such file: {home}/easel-no-such-init.png"));
+    for bad in ["0", "1.5", "-0.2", "NaN", "lots"] {
+        let err = enter_field(&mut app, Field::Strength, bad).unwrap();
+        assert!(err.contains("strength"), "{bad}: {err}");
+    }
+    assert_eq!(app.params.strength, 0.75, "the default stays");
+    let err = enter_field(&mut app, Field::MaskBlur, "-1").unwrap();
+    assert!(err.contains("mask blur takes a whole number"), "{err}");
+    let err = enter_field(&mut app, Field::MaskBlur, "300").unwrap();
+    assert!(err.contains("mask blur must be between 0 and 256"), "{err}");
+    assert!(app.params.init_image.is_none());
+    update(&mut app, Action::Cancel);
+
+    // Still text-to-image: the job carries no img2img settings.
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.init(), None);
+    assert_eq!((job.patch.strength, job.patch.mask.as_ref()), (None, None));
+    assert_eq!(app.queue[0].tag, None);
+
+    assert_eq!(enter_field(&mut app, Field::InitImage, &photo_s), None);
+    assert_eq!(app.params.show(Field::InitImage), photo_s);
+    assert_eq!(app.params.show(Field::Size), "from init image");
+    assert_eq!(enter_field(&mut app, Field::Strength, "0.6"), None);
+    update(&mut app, Action::Right);
+    assert_eq!(app.params.strength, 0.65, "Right steps by 0.05");
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    let init = job.patch.init().unwrap();
+    assert_eq!(
+        (init.image.as_str(), init.strength, init.mask.as_ref()),
+        (photo_s.as_str(), 0.65, None)
+    );
+    assert_eq!(app.queue[1].tag.as_deref(), Some("img2img 0.65"));
+
+    assert_eq!(enter_field(&mut app, Field::Mask, &hat_s), None);
+    assert_eq!(enter_field(&mut app, Field::MaskBlur, "8"), None);
+    app.field = Field::KeepUnmasked;
+    update(&mut app, Action::Insert(' '));
+    assert_eq!(app.params.show(Field::KeepUnmasked), "on");
+    update(&mut app, Action::Left);
+    assert!(!app.params.keep_unmasked, "Left/Right toggle too");
+    update(&mut app, Action::Insert(' '));
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.prompt.as_deref(), Some("a red hat"));
+    assert_eq!(
+        job.patch.init(),
+        Some(easel::recipe::RecipeInit {
+            image: photo_s.clone(),
+            strength: 0.65,
+            mask: Some(hat_s.clone()),
+            mask_blur: 8,
+            keep_unmasked: true,
+        })
+    );
+    assert_eq!(app.queue[2].tag.as_deref(), Some("inpaint 0.65"));
+
+    // "none" clears the init image, and its mask with it.
+    assert_eq!(enter_field(&mut app, Field::InitImage, "none"), None);
+    assert_eq!(
+        (app.params.init_image.as_ref(), app.params.mask.as_ref()),
+        (None, None)
+    );
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.init(), None);
+}
+
+#[test]
+fn gallery_recipes_fill_the_img2img_fields_and_sessions_keep_them() {
+    let mut app = app_with_model();
+    app.params.mask_blur = 2;
+    let recipe = |init: Option<easel::recipe::RecipeInit>| {
+        let mut r = easel::recipe::Recipe::from_json(
+            r#"{"schema_version":1,"model":"m","prompt":"a hat","sampler":"ddim","steps":9,
+                "cfg":3.0,"seed":5,"width":64,"height":64,"batch_size":1,"device":"cpu",
+                "dtype":"fp32"}"#,
+        )
+        .unwrap();
+        r.init = init;
+        r
+    };
+    let init = easel::recipe::RecipeInit {
+        image: "in.png".into(),
+        strength: 0.4,
+        mask: Some("mask.png".into()),
+        mask_blur: 0,
+        keep_unmasked: true,
+    };
+    update(
+        &mut app,
+        Action::EntryLoaded {
+            path: "a.png".into(),
+            recipe: recipe(Some(init.clone())),
+            picture: None,
+        },
+    );
+    let p = &app.params;
+    assert_eq!(
+        (
+            p.init_image.as_deref(),
+            p.strength,
+            p.mask.as_deref(),
+            p.mask_blur,
+            p.keep_unmasked
+        ),
+        (Some("in.png"), 0.4, Some("mask.png"), 0, true)
+    );
+    // Rendering it again asks for the same init image, mask and settings.
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.init(), Some(init));
+
+    // The session file keeps them; a session written before them still loads.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session.json");
+    let session = easel::tui::session::Session {
+        prompt: "p".into(),
+        negative_prompt: String::new(),
+        params: app.params.clone(),
+    };
+    session.save(&file).unwrap();
+    assert_eq!(easel::tui::session::Session::load(&file), (session, None));
+    std::fs::write(
+        &file,
+        r#"{"prompt":"old","params":{"steps":12,"seed":3,"seed_locked":true}}"#,
+    )
+    .unwrap();
+    let (old, warning) = easel::tui::session::Session::load(&file);
+    assert_eq!(warning, None);
+    assert_eq!(old.params.steps, 12);
+    assert_eq!(
+        (
+            old.params.init_image,
+            old.params.strength,
+            old.params.mask_blur,
+            old.params.keep_unmasked
+        ),
+        (None, 0.75, 4, false)
+    );
+
+    // A text-to-image recipe clears them, so that it renders again as it was.
+    update(
+        &mut app,
+        Action::EntryLoaded {
+            path: "b.png".into(),
+            recipe: recipe(None),
+            picture: None,
+        },
+    );
+    assert_eq!(
+        (app.params.init_image.as_ref(), app.params.mask.as_ref()),
+        (None, None)
+    );
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.init(), None);
+}

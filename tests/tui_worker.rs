@@ -220,3 +220,155 @@ fn a_missing_model_fails_the_job_with_what_to_do() {
     );
     w.shutdown();
 }
+
+/// A 44x36 picture (the render takes 40x32 from it): smooth colours, so that img2img has
+/// something to keep.
+fn write_init(path: &Path) {
+    let rgb: Vec<u8> = (0..36u32)
+        .flat_map(|y| (0..44u32).flat_map(move |x| [(x * 5) as u8, (y * 7) as u8, 128]))
+        .collect();
+    image::save_buffer(path, &rgb, 44, 36, image::ColorType::Rgb8).unwrap();
+}
+
+/// White (repaint) in the middle, black (keep) around it, as 8-bit gray.
+fn write_mask(path: &Path) {
+    let gray: Vec<u8> = (0..36u32)
+        .flat_map(|y| {
+            (0..44u32).map(move |x| {
+                if (12..32).contains(&x) && (8..28).contains(&y) {
+                    255
+                } else {
+                    0
+                }
+            })
+        })
+        .collect();
+    image::save_buffer(path, &gray, 44, 36, image::ColorType::L8).unwrap();
+}
+
+fn img2img_job(id: u64, model: &Path, init: &Path, mask: Option<&Path>) -> Job {
+    let mut job = fox(id, 4);
+    job.patch.model = Some(model.display().to_string());
+    job.patch.init_image = Some(init.display().to_string());
+    job.patch.strength = Some(0.5);
+    if let Some(mask) = mask {
+        job.patch.mask = Some(mask.display().to_string());
+        job.patch.mask_blur = Some(2);
+        job.patch.keep_unmasked = Some(true);
+    }
+    job
+}
+
+/// Renders `job` in the worker, then the PNG's recipe with `easel generate --from`: the same
+/// pixels, byte for byte. Returns the worker's recipe.
+fn worker_matches_generate(job: Job) -> easel::recipe::Recipe {
+    let _guard = tch::no_grad_guard();
+    let out = tempfile::tempdir().unwrap();
+    let w = worker(out.path(), 0);
+    w.submit(job).unwrap();
+    let events = events_until(&w, |e| {
+        matches!(e, Event::Done { .. } | Event::Failed { .. })
+    });
+    w.shutdown();
+    let Some(Event::Done { paths, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    let recipe = easel::output::png::read_recipe(&paths[0]).unwrap().unwrap();
+    let again = out.path().join("again.png");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_easel"))
+        .arg("generate")
+        .arg("--from")
+        .arg(&paths[0])
+        .arg("--out")
+        .arg(&again)
+        .env("EASEL_HOME", out.path().join("home"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        easel::output::png::read_recipe(&again)
+            .unwrap()
+            .unwrap()
+            .init,
+        recipe.init
+    );
+    assert!(
+        decoded_rgb(&paths[0]) == decoded_rgb(&again),
+        "the worker's pixels differ from easel generate's"
+    );
+    recipe
+}
+
+#[test]
+fn img2img_jobs_render_what_easel_generate_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("photo.png");
+    write_init(&init);
+    let recipe = worker_matches_generate(img2img_job(1, &tiny_sd1(), &init, None));
+    let got = recipe.init.unwrap();
+    assert_eq!(
+        (got.image, got.strength, got.mask),
+        (init.display().to_string(), 0.5, None)
+    );
+    assert_eq!(
+        (recipe.width, recipe.height),
+        (40, 32),
+        "no size set: the init image's, rounded down to multiples of 8"
+    );
+}
+
+#[test]
+fn inpainting_jobs_render_what_easel_generate_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (init, mask) = (dir.path().join("photo.png"), dir.path().join("mask.png"));
+    write_init(&init);
+    write_mask(&mask);
+    let model = common::cached_fixture("tiny-sd1-inpaint");
+    let recipe = worker_matches_generate(img2img_job(1, &model, &init, Some(&mask)));
+    assert_eq!(
+        recipe.init,
+        Some(easel::recipe::RecipeInit {
+            image: init.display().to_string(),
+            strength: 0.5,
+            mask: Some(mask.display().to_string()),
+            mask_blur: 2,
+            keep_unmasked: true,
+        })
+    );
+}
+
+#[test]
+fn a_missing_init_image_fails_its_job_and_the_next_one_renders() {
+    let out = tempfile::tempdir().unwrap();
+    let missing = out.path().join("gone.png");
+    let w = worker(out.path(), 0);
+    w.submit(img2img_job(1, &tiny_sd1(), &missing, None))
+        .unwrap();
+    w.submit(fox(2, 1)).unwrap();
+    let events = events_until(&w, |e| {
+        matches!(e, Event::Done { id: 2, .. } | Event::Failed { id: 2, .. })
+    });
+    w.shutdown();
+    let message = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed { id: 1, message } => Some(message.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("job 1 fails: {events:?}"));
+    assert!(
+        message.contains("cannot read the init image")
+            && message.contains(&missing.display().to_string())
+            && message.contains("give a readable PNG file"),
+        "{message}"
+    );
+    assert!(
+        matches!(events.last(), Some(Event::Done { id: 2, paths }) if paths.len() == 1),
+        "{events:?}"
+    );
+}

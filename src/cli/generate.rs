@@ -344,7 +344,7 @@ pub fn flags_patch(args: &GenerateArgs, prompt: Option<String>) -> RecipePatch {
 /// Refuses img2img flags without an init image (which may also come from --from), and gives
 /// the render the init image's size when no width or height is set.
 pub fn resolve_init(args: &GenerateArgs, patch: &mut RecipePatch) -> Result<()> {
-    let Some(image) = patch.init_image.clone() else {
+    if patch.init_image.is_none() {
         for (given, flag) in [
             (args.mask.is_some(), "--mask"),
             (args.strength.is_some(), "--strength"),
@@ -356,7 +356,7 @@ pub fn resolve_init(args: &GenerateArgs, patch: &mut RecipePatch) -> Result<()> 
             }
         }
         return Ok(());
-    };
+    }
     if patch.mask.is_none() {
         for (given, flag) in [
             (args.mask_blur.is_some(), "--mask-blur"),
@@ -367,11 +367,7 @@ pub fn resolve_init(args: &GenerateArgs, patch: &mut RecipePatch) -> Result<()> 
             }
         }
     }
-    if patch.width.is_none() || patch.height.is_none() {
-        let (w, h) = super::init_image::size_of(Path::new(&image))?;
-        patch.width.get_or_insert(w);
-        patch.height.get_or_insert(h);
-    }
+    crate::init_files::fill_size(patch)?;
     Ok(())
 }
 
@@ -735,15 +731,14 @@ impl Run<'_> {
                 );
             }
             let mut reporter = Reporter::new(recipe.steps, std::io::stderr().is_terminal());
-            let init = match &recipe.init {
-                Some(init) => Some(super::init_image::load(init, recipe.width, recipe.height)?),
-                None => None,
-            };
-            let request = TextToImage {
-                embeddings: self.embeddings.clone(),
-                init,
-                ..recipe.to_request()
-            };
+            let request = render::with_init(
+                &recipe,
+                TextToImage {
+                    embeddings: self.embeddings.clone(),
+                    ..recipe.to_request()
+                },
+                &mut |note| eprintln!("note: {note}"),
+            )?;
             // img2img runs fewer steps than the recipe's.
             let mut ran = recipe.steps;
             let result = render::render_request(
@@ -771,6 +766,7 @@ impl Run<'_> {
                     return Err(anyhow::Error::new(e).context("the render failed"))
                 }
                 Err(RenderError::Output(e)) => return Err(e.into()),
+                Err(RenderError::Init(e)) => return Err(e.into()),
                 Err(RenderError::NoImage) => bail!("the engine returned no image"),
             };
             self.written += 1;

@@ -2,7 +2,6 @@
 pub mod generate;
 pub mod history;
 pub mod info;
-pub mod init_image;
 pub mod interrupt;
 pub mod plan;
 pub mod preset;

@@ -42,6 +42,8 @@ pub struct QueueItem {
     pub prompt: String,
     pub count: u32,
     pub seed: Option<u64>,
+    /// What kind of render beyond text-to-image ("img2img 0.75", "inpaint 0.5").
+    pub tag: Option<String>,
     pub state: JobState,
     /// Set while a cancel is on its way to the worker.
     pub cancelling: bool,

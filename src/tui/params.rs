@@ -1,7 +1,7 @@
 //! The parameters panel's values: what the studio renders with besides the prompts. Every
 //! change goes through `set`/`step`, which refuse invalid values with the reason.
 use crate::engine::schedulers::{SamplerKind, Schedule};
-use crate::recipe::{self, RecipeLora, RecipePatch};
+use crate::recipe::{self, Recipe, RecipeLora, RecipePatch};
 use serde::{Deserialize, Serialize};
 
 /// Sizes offered by stepping the size field (None: the model's native size).
@@ -36,6 +36,15 @@ pub struct Params {
     pub clip_skip: u32,
     /// LoRAs fused into the model, as `easel generate --lora` takes them.
     pub loras: Vec<RecipeLora>,
+    /// img2img: the PNG to start from (None: text-to-image), `~` already expanded.
+    pub init_image: Option<String>,
+    /// How much of the init image is repainted, in (0, 1].
+    pub strength: f64,
+    /// Inpainting: white repaints, black keeps; only with an init image.
+    pub mask: Option<String>,
+    pub mask_blur: u32,
+    /// Put the original pixels back outside the mask after decoding.
+    pub keep_unmasked: bool,
 }
 
 impl Default for Params {
@@ -52,6 +61,11 @@ impl Default for Params {
             batch: 1,
             clip_skip: recipe::DEFAULT_CLIP_SKIP,
             loras: Vec::new(),
+            init_image: None,
+            strength: recipe::DEFAULT_STRENGTH,
+            mask: None,
+            mask_blur: recipe::DEFAULT_MASK_BLUR,
+            keep_unmasked: false,
         }
     }
 }
@@ -68,6 +82,11 @@ pub enum Field {
     Batch,
     ClipSkip,
     Loras,
+    InitImage,
+    Strength,
+    Mask,
+    MaskBlur,
+    KeepUnmasked,
 }
 
 impl Field {
@@ -82,6 +101,11 @@ impl Field {
         Field::Batch,
         Field::ClipSkip,
         Field::Loras,
+        Field::InitImage,
+        Field::Strength,
+        Field::Mask,
+        Field::MaskBlur,
+        Field::KeepUnmasked,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +120,11 @@ impl Field {
             Field::Batch => "batch",
             Field::ClipSkip => "clip skip",
             Field::Loras => "loras",
+            Field::InitImage => "init image",
+            Field::Strength => "strength",
+            Field::Mask => "mask",
+            Field::MaskBlur => "mask blur",
+            Field::KeepUnmasked => "keep unmasked",
         }
     }
 }
@@ -112,6 +141,7 @@ impl Params {
             Field::Seed => "new each time".to_string(),
             Field::Size => match self.size {
                 Some((w, h)) => format!("{w}x{h}"),
+                None if self.init_image.is_some() => "from init image".to_string(),
                 None => "native".to_string(),
             },
             Field::Batch => self.batch.to_string(),
@@ -123,6 +153,12 @@ impl Params {
                 .map(|l| format!("{}:{}", l.path, l.weight))
                 .collect::<Vec<_>>()
                 .join(", "),
+            Field::InitImage => self.init_image.clone().unwrap_or_else(|| "none".into()),
+            Field::Strength => self.strength.to_string(),
+            Field::Mask => self.mask.clone().unwrap_or_else(|| "none".into()),
+            Field::MaskBlur => self.mask_blur.to_string(),
+            Field::KeepUnmasked if self.keep_unmasked => "on".to_string(),
+            Field::KeepUnmasked => "off".to_string(),
         }
     }
 
@@ -185,6 +221,41 @@ impl Params {
                 self.clip_skip = v;
             }
             Field::Loras => self.loras = parse_loras(text)?,
+            Field::InitImage => {
+                self.init_image = existing_file(text)?;
+                if self.init_image.is_none() {
+                    // A mask belongs to its image: text-to-image has nothing to mask.
+                    self.mask = None;
+                }
+            }
+            Field::Strength => {
+                let v: f64 = text.parse().map_err(|_| number("strength"))?;
+                recipe::check_strength(v).map_err(|e| e.to_string())?;
+                self.strength = v;
+            }
+            Field::Mask => {
+                let clearing = text.is_empty() || text == "none";
+                if !clearing && self.init_image.is_none() {
+                    return Err(
+                        "a mask needs an init image to repaint: set the init image first".into(),
+                    );
+                }
+                self.mask = existing_file(text)?;
+            }
+            Field::MaskBlur => {
+                let v: u32 = text.parse().map_err(|_| {
+                    format!("mask blur takes a whole number of pixels >= 0, got \"{text}\"")
+                })?;
+                recipe::check_mask_blur(v).map_err(|e| e.to_string())?;
+                self.mask_blur = v;
+            }
+            Field::KeepUnmasked => {
+                self.keep_unmasked = match text {
+                    "on" | "yes" | "true" | "1" => true,
+                    "off" | "no" | "false" | "0" => false,
+                    _ => return Err(format!("keep unmasked is on or off, got \"{text}\"")),
+                };
+            }
         }
         Ok(())
     }
@@ -197,6 +268,19 @@ impl Params {
                 return Err("type a model folder or .safetensors file, then Enter".into())
             }
             Field::Loras => return Err("type PATH:WEIGHT, ... (empty for none), then Enter".into()),
+            Field::InitImage | Field::Mask => {
+                return Err("type a PNG file's path (or none), then Enter".into())
+            }
+            Field::Strength => {
+                // In hundredths, so that stepping never shows 0.7000000000000001.
+                let v = ((self.strength * 100.0).round() as i64 + 5 * d) as f64 / 100.0;
+                self.set(field, &v.to_string())?;
+            }
+            Field::MaskBlur => {
+                let v = i64::from(self.mask_blur) + d;
+                self.set(field, &v.to_string())?;
+            }
+            Field::KeepUnmasked => self.keep_unmasked = !self.keep_unmasked,
             Field::Sampler => {
                 self.sampler = cycle(SamplerKind::ALL, self.sampler, up);
                 if !self.sampler.schedules().contains(&self.schedule) {
@@ -230,8 +314,12 @@ impl Params {
     }
 
     /// The recipe fields these parameters set (the seed only when locked; the worker draws one
-    /// otherwise).
+    /// otherwise; img2img settings only with an init image, mask settings only with a mask,
+    /// as `easel generate` accepts them).
     pub fn patch(&self, prompt: &str, negative: &str) -> RecipePatch {
+        let init = self.init_image.is_some();
+        let mask = self.mask.clone().filter(|_| init);
+        let masked = mask.is_some();
         RecipePatch {
             model: self.model.clone(),
             prompt: Some(prompt.to_string()),
@@ -247,8 +335,24 @@ impl Params {
             batch_size: None,
             clip_skip: Some(self.clip_skip),
             guidance_rescale: None,
-            ..RecipePatch::default()
+            init_image: self.init_image.clone(),
+            strength: init.then_some(self.strength),
+            mask,
+            mask_blur: masked.then_some(self.mask_blur),
+            keep_unmasked: masked.then_some(self.keep_unmasked),
         }
+    }
+
+    /// The queue's tag for what these parameters render: img2img or inpainting with its
+    /// strength (None: text-to-image).
+    pub fn job_tag(&self) -> Option<String> {
+        self.init_image.as_ref()?;
+        let kind = if self.mask.is_some() {
+            "inpaint"
+        } else {
+            "img2img"
+        };
+        Some(format!("{kind} {}", self.strength))
     }
 
     /// Layers a preset's or recipe's fields over these (prompts are the caller's).
@@ -280,6 +384,33 @@ impl Params {
         }
         if let Some(c) = p.clip_skip {
             self.clip_skip = c;
+        }
+        if let Some(image) = &p.init_image {
+            self.init_image = Some(image.clone());
+            // The mask belongs to that image: none when it has none.
+            self.mask.clone_from(&p.mask);
+        } else if p.mask.is_some() && self.init_image.is_some() {
+            self.mask.clone_from(&p.mask);
+        }
+        if let Some(s) = p.strength {
+            self.strength = s;
+        }
+        if let Some(b) = p.mask_blur {
+            self.mask_blur = b;
+        }
+        if let Some(k) = p.keep_unmasked {
+            self.keep_unmasked = k;
+        }
+    }
+
+    /// Takes every setting of a finished render's recipe (the gallery's Enter): a text-to-image
+    /// recipe clears the init image and mask, so rendering it again gives the same image.
+    pub fn load_recipe(&mut self, recipe: &Recipe) {
+        self.apply(&RecipePatch::from_recipe(recipe));
+        self.loras = recipe.loras.clone();
+        if recipe.init.is_none() {
+            self.init_image = None;
+            self.mask = None;
         }
     }
 }
@@ -314,6 +445,35 @@ fn parse_loras(text: &str) -> Result<Vec<RecipeLora>, String> {
             })
         })
         .collect()
+}
+
+/// A path typed into a file field: empty (or "none") for no file, `~` for the home folder;
+/// a file that does not exist is refused.
+fn existing_file(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() || text == "none" {
+        return Ok(None);
+    }
+    let path = expand_home(text);
+    let p = std::path::Path::new(&path);
+    if p.is_dir() {
+        return Err(format!("{path} is a folder: give a PNG file"));
+    }
+    if !p.is_file() {
+        return Err(format!("no such file: {path}"));
+    }
+    Ok(Some(path))
+}
+
+/// `~` and `~/...` with the home folder in front (other text as it is).
+pub fn expand_home(text: &str) -> String {
+    let rest = match text.strip_prefix('~') {
+        Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+        _ => return text.to_string(),
+    };
+    match directories::BaseDirs::new() {
+        Some(dirs) => format!("{}{rest}", dirs.home_dir().display()),
+        None => text.to_string(),
+    }
 }
 
 fn parse_size(text: &str) -> Result<Option<(u32, u32)>, String> {

@@ -149,8 +149,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         } => {
             app.prompt.set_text(&recipe.prompt);
             app.negative.set_text(&recipe.negative_prompt);
-            app.params.apply(&RecipePatch::from_recipe(&recipe));
-            app.params.loras = recipe.loras.clone();
+            app.params.load_recipe(&recipe);
             if let Some(picture) = picture {
                 app.results.insert(
                     0,
@@ -260,6 +259,7 @@ fn render(app: &mut App) -> Vec<Effect> {
         prompt: app.prompt.text().to_string(),
         count: app.params.batch,
         seed: app.params.seed_locked.then_some(app.params.seed),
+        tag: app.params.job_tag(),
         state: JobState::Queued,
         cancelling: false,
         paths: Vec::new(),
@@ -497,6 +497,10 @@ fn params_action(app: &mut App, action: Action) {
         }
         Action::Insert(' ') if app.field == Field::Seed && app.field_input.is_none() => {
             update(app, Action::SeedLock);
+        }
+        Action::Insert(' ') if app.field == Field::KeepUnmasked && app.field_input.is_none() => {
+            app.params.keep_unmasked = !app.params.keep_unmasked;
+            app.field_error = None;
         }
         Action::Insert(c) => app.field_input.get_or_insert_with(String::new).push(c),
         Action::Paste(s) => app

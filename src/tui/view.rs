@@ -70,12 +70,14 @@ pub fn draw(
         .direction(Direction::Horizontal)
         .constraints([Constraint::Percentage(50), Constraint::Percentage(50)])
         .split(rows[0]);
+    // The prompt keeps 4 lines; on short terminals the parameters scroll instead.
+    let params_height = (Field::ALL.len() as u16 + 2).min(rows[0].height.saturating_sub(10).max(3));
     let left = Layout::default()
         .direction(Direction::Vertical)
         .constraints([
             Constraint::Min(4),
             Constraint::Length(4),
-            Constraint::Length(Field::ALL.len() as u16 + 2),
+            Constraint::Length(params_height),
         ])
         .split(cols[0]);
     let right = Layout::default()
@@ -194,19 +196,44 @@ fn editor(
 
 fn params(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let focused = app.focus == Focus::Params && app.overlay == Overlay::None;
-    let b = block(" Parameters ", focused, theme);
+    let rows = usize::from(area.height.saturating_sub(2)).max(1);
+    let total = Field::ALL.len();
+    let at = Field::ALL.iter().position(|f| *f == app.field).unwrap_or(0);
+    // A window of the fields that keeps the selected one in view.
+    let start = at.saturating_sub(rows - 1).min(total.saturating_sub(rows));
+    let title = if rows < total {
+        format!(
+            " Parameters {}-{}/{total} ",
+            start + 1,
+            (start + rows).min(total)
+        )
+    } else {
+        " Parameters ".to_string()
+    };
+    let b = block(&title, focused, theme);
     let inner = b.inner(area);
+    let label_width = Field::ALL
+        .iter()
+        .map(|f| f.label().len())
+        .max()
+        .unwrap_or(0);
+    let value_width = usize::from(inner.width).saturating_sub(label_width + 1);
     let mut lines = Vec::new();
-    for field in Field::ALL {
+    for field in Field::ALL.iter().skip(start).take(rows) {
         let selected = focused && app.field == *field;
         let value = match (&app.field_input, selected, app.status.native) {
             (Some(text), true, _) => format!("{text}_"),
-            (_, _, Some((w, h))) if *field == Field::Size && app.params.size.is_none() => {
+            (_, _, Some((w, h)))
+                if *field == Field::Size
+                    && app.params.size.is_none()
+                    && app.params.init_image.is_none() =>
+            {
                 format!("native ({w}x{h})")
             }
             _ => app.params.show(*field),
         };
-        let label = format!("{:>9} ", field.label());
+        let value = tail(&value, value_width);
+        let label = format!("{:>label_width$} ", field.label());
         let mut style = Style::default();
         if selected {
             style = style.add_modifier(Modifier::REVERSED);
@@ -224,6 +251,16 @@ fn params(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     }
     frame.render_widget(Paragraph::new(lines).block(b), area);
     let _ = inner;
+}
+
+/// The end of `text` in at most `width` characters: a path's file name matters most.
+fn tail(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width || width < 2 {
+        return text.to_string();
+    }
+    let kept: String = text.chars().skip(n - (width - 1)).collect();
+    format!("…{kept}")
 }
 
 fn preview(frame: &mut Frame, area: Rect, app: &App, images: Option<&mut Images>, theme: Theme) {
@@ -302,6 +339,7 @@ fn queue(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                 JobState::Cancelled => "cancelled".to_string(),
             };
             let seed = j.seed.map(|s| format!(" seed {s}")).unwrap_or_default();
+            let tag = j.tag.as_ref().map(|t| format!(" {t}")).unwrap_or_default();
             let prompt: String = j.prompt.replace('\n', " ").chars().take(40).collect();
             let mut style = match &j.state {
                 JobState::Failed(_) => theme.error(),
@@ -311,7 +349,7 @@ fn queue(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
             if focused && i == app.queue_selected {
                 style = style.add_modifier(Modifier::REVERSED);
             }
-            Line::styled(format!("#{} {state}{seed} {prompt}", j.id), style)
+            Line::styled(format!("#{} {state}{tag}{seed} {prompt}", j.id), style)
         })
         .collect();
     frame.render_widget(Paragraph::new(lines).block(b), area);

@@ -123,14 +123,20 @@ fn render_job(
             seed.checked_add(u64::from(image))
                 .ok_or("the seed is too large for this many images: choose a smaller seed")?,
         );
+        // An init image without a chosen size renders at its own, as in `easel generate`.
+        crate::init_files::fill_size(&mut patch).map_err(|e| e.to_string())?;
         let mut recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
             .map_err(|e| e.to_string())?;
         recipe.loras = job.loras.clone();
+        let mut note = |message| {
+            let _ = events.send(Event::Note { message });
+        };
         let request = TextToImage {
             embeddings: config.embeddings.clone(),
             preview_every: config.preview_every,
             ..recipe.to_request()
         };
+        let request = render::with_init(&recipe, request, &mut note).map_err(|e| e.to_string())?;
         let start = Instant::now();
         let id = job.id;
         let mut on_step = |p: &crate::engine::pipeline::Progress| {
