@@ -174,7 +174,7 @@ pub fn estimate(
     }
     if guessed > 0 {
         time_basis.push(format!(
-            "{guessed} image(s) from a guess: SD 1.5's UNet takes about {} per step with guidance, \
+            "{guessed} image(s) from a guess: an SD 1.5 UNet step with guidance takes about {}, \
              scaled by each model's UNet parameters and latent pixels (half without guidance)",
             if gpu {
                 "0.05 s at 512x512 on a GPU (fp16)"
