@@ -423,14 +423,20 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
     tmux.keys(&["F5"]);
     let failed = tmux.wait_for("the engine failed", 60, &mut seen);
     assert!(failed.contains("injected worker panic"), "{failed}");
-    assert!(failed.contains("Prompt 3/75"), "the studio is still up:\n{failed}");
+    assert!(
+        failed.contains("Prompt 3/75"),
+        "the studio is still up:\n{failed}"
+    );
     tmux.keys(&["F5"]);
     tmux.wait_for("done: outputs/", 300, &mut seen);
 
     tmux.keys(&["F12"]);
     let end = tmux.wait_for("END", 30, &mut seen);
     assert!(end.contains("EASEL-EXIT 1"), "{end}");
-    assert!(end.contains("injected UI panic"), "the panic is shown:\n{end}");
+    assert!(
+        end.contains("injected UI panic"),
+        "the panic is shown:\n{end}"
+    );
     assert!(end.contains("the studio crashed"), "{end}");
     let modes = end
         .lines()
@@ -442,7 +448,10 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
             && modes.split_whitespace().any(|m| m == "echo"),
         "the terminal is back in cooked mode with echo: {modes:?}"
     );
-    assert!(!end.contains("Prompt 3/75"), "the alternate screen is gone:\n{end}");
+    assert!(
+        !end.contains("Prompt 3/75"),
+        "the alternate screen is gone:\n{end}"
+    );
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("a crash test"), "{session}");
 }

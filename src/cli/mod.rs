@@ -5,6 +5,7 @@ pub mod info;
 pub mod interrupt;
 pub mod plan;
 pub mod preset;
+pub mod preview;
 pub mod progress;
 pub mod report;
 pub mod sheet;
