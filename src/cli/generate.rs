@@ -237,6 +237,15 @@ pub struct GenerateArgs {
     /// contact sheet if any, and nothing else.
     #[arg(long)]
     pub json: bool,
+
+    /// Show each finished image right in the terminal (over SSH too), above its path.
+    #[arg(long, conflicts_with = "json")]
+    pub preview: bool,
+
+    /// How --preview draws: auto (kitty, iTerm2 or sixel when the terminal has it, else
+    /// coloured half-blocks), or force one of them.
+    #[arg(long, value_name = "G", default_value = "auto", requires = "preview")]
+    pub graphics: crate::tui::images::Graphics,
 }
 
 /// The prompt argument, reading standard input for `-`; None when no prompt was given.
@@ -612,6 +621,9 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         start: Instant::now(),
         from: from.map(|(_, params)| params),
         embeddings,
+        preview: args
+            .preview
+            .then(|| super::preview::Preview::new(args.graphics)),
     };
     for (model, loras, jobs) in groups {
         if run.render_model(&model, loras, &jobs, cancel)? == Flow::Cancelled {
@@ -669,6 +681,7 @@ struct Run<'a> {
     from: Option<ImageParameters>,
     /// Textual-inversion folders the prompts may use.
     embeddings: Vec<PathBuf>,
+    preview: Option<super::preview::Preview>,
 }
 
 impl Run<'_> {
@@ -783,6 +796,9 @@ impl Run<'_> {
                 };
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                if let Some(preview) = &mut self.preview {
+                    preview.show(&image);
+                }
                 println!("{}", path.display());
             }
             self.paths[job.number] = Some(path);

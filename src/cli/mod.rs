@@ -6,6 +6,7 @@ pub mod info;
 pub mod interrupt;
 pub mod plan;
 pub mod preset;
+pub mod preview;
 pub mod progress;
 pub mod report;
 pub mod sheet;
