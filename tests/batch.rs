@@ -400,3 +400,87 @@ fn sigterm_stops_after_the_current_image_and_a_rerun_finishes() {
     assert_eq!(pngs(&out).len(), 8);
     assert_eq!(manifest(&out).len(), 8);
 }
+
+#[test]
+fn a_second_signal_quits_at_once_and_leaves_no_partial_file() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let out = root.path().join("out");
+    let plan = write_plan(
+        root.path(),
+        &format!(
+            "[defaults]\nmodel = \"{}\"\nsteps = 40\nwidth = 32\nheight = 32\n[[jobs]]\nprompt = \"a\"\nseeds = \"0..2\"\n",
+            tiny()
+        ),
+    );
+    let mut child = easel(&home)
+        .args(["batch", "--json"])
+        .arg(&plan)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        // The first step of 40 is done: the image is far from finished.
+        if line.contains("\"event\":\"progress\"") {
+            for _ in 0..2 {
+                // SAFETY: signalling the child this test started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{seen:?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("\"event\":\"summary\"")),
+        "it quit without finishing the image: {seen:?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let rest = output(easel(&home).arg("batch").arg(&plan).arg("--out").arg(&out));
+    assert!(rest.status.success(), "{}", text(&rest.stderr));
+    assert_eq!(pngs(&out).len(), 2);
+}
+
+#[test]
+fn help_documents_every_placeholder_and_key() {
+    let root = tempfile::tempdir().unwrap();
+    let help = output(easel(root.path()).args(["batch", "--help"]));
+    assert!(help.status.success());
+    let help = text(&help.stdout);
+    for (name, _) in easel::cli::batch::template::PLACEHOLDERS {
+        assert!(
+            help.contains(&format!("{{{name}}}")),
+            "{{{name}}} not in:\n{help}"
+        );
+    }
+    for key in easel::cli::batch::plan_file::RECIPE_KEYS
+        .iter()
+        .chain(easel::cli::batch::plan_file::PLAN_KEYS)
+    {
+        assert!(help.contains(key), "{key} not in:\n{help}");
+    }
+    for word in [
+        "--shard",
+        "--devices",
+        "--dry-run",
+        "--json",
+        "status",
+        "Exit status",
+    ] {
+        assert!(help.contains(word), "{word} not in:\n{help}");
+    }
+}
