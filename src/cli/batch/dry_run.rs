@@ -24,7 +24,7 @@ pub fn run(
     let state = state::read(out_dir)?;
     let expansion = loaded.expand(state.as_ref())?;
     let lora_dir = crate::paths::Paths::discover().ok().map(|p| p.loras());
-    super::check_inputs(&expansion.images, lora_dir.as_deref())?;
+    super::check_inputs(&expansion, lora_dir.as_deref())?;
     let mut facts: HashMap<String, ModelFacts> = HashMap::new();
     for image in &expansion.images {
         if !facts.contains_key(image.model()) {

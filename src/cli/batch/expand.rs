@@ -54,6 +54,9 @@ pub struct Unseeded {
     pub job: String,
     pub job_line: usize,
     pub images: usize,
+    /// What the images will need, to check before anything is written.
+    pub model: String,
+    pub loras: Vec<RecipeLora>,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +174,8 @@ impl Expander<'_> {
                             job: label.clone(),
                             job_line: job.line,
                             images: cells * n as usize,
+                            model: patch.model.clone().unwrap_or_default(),
+                            loras: loras.clone(),
                         });
                         continue;
                     }
@@ -183,6 +188,8 @@ impl Expander<'_> {
                             job: label.clone(),
                             job_line: job.line,
                             images: cells,
+                            model: patch.model.clone().unwrap_or_default(),
+                            loras: loras.clone(),
                         });
                         continue;
                     }

@@ -233,11 +233,16 @@ impl LoadedPlan {
     }
 }
 
-/// Refuses, before anything renders, models that are not there and LoRAs prompts name that
-/// cannot be found.
-pub fn check_inputs(images: &[PlannedImage], lora_dir: Option<&Path>) -> Result<()> {
+/// Refuses, before anything renders, models that are not there and LoRAs that cannot be found
+/// (named with `loras` or by prompt tags).
+pub fn check_inputs(expansion: &Expansion, lora_dir: Option<&Path>) -> Result<()> {
+    for job in &expansion.unseeded {
+        let at = || format!("job {} (line {})", job.job, job.job_line);
+        crate::cli::generate::check_model_dir(Path::new(&job.model)).with_context(at)?;
+        check_lora_files(&job.loras).with_context(at)?;
+    }
     let mut seen = std::collections::HashSet::new();
-    for image in images {
+    for image in &expansion.images {
         let at = || format!("job {} (line {})", image.job, image.job_line);
         if seen.insert(("model", image.model().to_string())) {
             crate::cli::generate::check_model_dir(Path::new(image.model())).with_context(at)?;
@@ -245,18 +250,20 @@ pub fn check_inputs(images: &[PlannedImage], lora_dir: Option<&Path>) -> Result<
         let prompt = image.patch.prompt.as_deref().unwrap_or_default();
         if seen.insert(("loras", runner::group_key(image))) {
             crate::cli::generate::resolve_loras(&image.loras, prompt, lora_dir).with_context(at)?;
-            for lora in &image.loras {
-                if !Path::new(&lora.path).is_file() {
-                    return Err(anyhow!(
-                        "the LoRA {} does not exist: fix its path (relative to the current folder)",
-                        lora.path
-                    ))
-                    .with_context(at);
-                }
-            }
+            check_lora_files(&image.loras).with_context(at)?;
         }
     }
     Ok(())
+}
+
+fn check_lora_files(loras: &[crate::recipe::RecipeLora]) -> Result<()> {
+    match loras.iter().find(|l| !Path::new(&l.path).is_file()) {
+        Some(l) => Err(anyhow!(
+            "the LoRA {} does not exist: fix its path (relative to the current folder)",
+            l.path
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn run(args: BatchArgs) -> Result<ExitCode> {
@@ -279,6 +286,9 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     let embeddings = crate::cli::generate::embeddings_dirs(args.embeddings.as_deref())?;
     let paths = Paths::discover().ok();
     let lora_dir = paths.as_ref().map(Paths::loras);
+    // Mistakes in the plan are refused before anything is written into --out.
+    let recorded = state::read(&out_dir)?;
+    check_inputs(&loaded.expand(recorded.as_ref())?, lora_dir.as_deref())?;
     // Seeds are drawn and recorded before anything renders, so every shard agrees on them.
     let state = state::ensure(
         &out_dir,
@@ -286,7 +296,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         &mut || crate::cli::generate::random_seed(),
     )?;
     let expansion = loaded.expand(Some(&state))?;
-    check_inputs(&expansion.images, lora_dir.as_deref())?;
+    check_inputs(&expansion, lora_dir.as_deref())?;
     let mine: Vec<PlannedImage> = expansion
         .images
         .into_iter()
