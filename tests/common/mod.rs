@@ -117,6 +117,8 @@ pub fn reference_path(name: &str) -> PathBuf {
         "sdxl",
         "img2img",
         "scheduler_img2img",
+        "vae_tiling",
+        "taesd",
     ];
     let stem = name.split(['/', '.']).next().unwrap_or(name);
     let cached = CACHED.iter().any(|c| {

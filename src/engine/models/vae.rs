@@ -7,6 +7,7 @@
 //! [`VaeConfig::scale_latents`] and [`VaeConfig::unscale_latents`].
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 pub use super::vae_config::VaeConfig;
+pub use super::vae_tiling::VaeTiling;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::nn::{Conv2d, GroupNorm, Linear};
 use crate::engine::weights::WeightPath;
@@ -356,11 +357,7 @@ impl AutoencoderKl {
         if let Some(conv) = &self.quant_conv {
             h = conv.forward(&h);
         }
-        let l = self.config.latent_channels;
-        Ok(DiagonalGaussian {
-            mean: h.narrow(1, 0, l),
-            logvar: h.narrow(1, l, l).clamp(-30.0, 20.0),
-        })
+        Ok(self.posterior(&h))
     }
 
     /// Decodes `[batch, latent_channels, h, w]` latents in the VAE's own space (already
@@ -371,6 +368,71 @@ impl AutoencoderKl {
             z = conv.forward(&z);
         }
         Ok(self.decoder.forward(&z))
+    }
+
+    /// diffusers' default tiles for this VAE (`enable_tiling()`): its `sample_size`.
+    pub fn default_tiling(&self) -> VaeTiling {
+        let size = match &self.config.sample_size {
+            super::vae_config::SampleSize::Square(s) => *s,
+            super::vae_config::SampleSize::Rect(v) => v.first().copied().unwrap_or(512),
+        };
+        VaeTiling::new(size, self.latent_scale_factor())
+    }
+
+    /// `decode` one overlapping tile at a time, as diffusers' `tiled_decode` (it decodes
+    /// whole when the latents fit in one tile, as diffusers does).
+    pub fn decode_tiled(&self, latents: &Tensor, tiling: &VaeTiling) -> Result<Tensor> {
+        let z = self.input(latents, self.config.latent_channels, "latents")?;
+        let (_, _, h, w) = z.size4()?;
+        if !tiling.needs_tiles(h, w) {
+            return self.decode(&z);
+        }
+        check_tiling(tiling)?;
+        let decode_tile = |tile: &Tensor| match &self.post_quant_conv {
+            Some(conv) => self.decoder.forward(&conv.forward(tile)),
+            None => self.decoder.forward(tile),
+        };
+        Ok(super::vae_tiling::tiled(
+            &z,
+            tiling.latent_tile,
+            tiling.sample_tile,
+            tiling.overlap,
+            &decode_tile,
+        ))
+    }
+
+    /// `encode` one overlapping tile at a time, as diffusers' `_tiled_encode` (whole when the
+    /// image fits in one tile).
+    pub fn encode_tiled(&self, images: &Tensor, tiling: &VaeTiling) -> Result<DiagonalGaussian> {
+        let x = self.input(images, self.config.in_channels, "images")?;
+        let (_, _, h, w) = x.size4()?;
+        if !tiling.needs_sample_tiles(h, w) {
+            return self.encode(&x);
+        }
+        check_tiling(tiling)?;
+        let encode_tile = |tile: &Tensor| {
+            let h = self.encoder.forward(tile);
+            match &self.quant_conv {
+                Some(conv) => conv.forward(&h),
+                None => h,
+            }
+        };
+        let h = super::vae_tiling::tiled(
+            &x,
+            tiling.sample_tile,
+            tiling.latent_tile,
+            tiling.overlap,
+            &encode_tile,
+        );
+        Ok(self.posterior(&h))
+    }
+
+    fn posterior(&self, h: &Tensor) -> DiagonalGaussian {
+        let l = self.config.latent_channels;
+        DiagonalGaussian {
+            mean: h.narrow(1, 0, l),
+            logvar: h.narrow(1, l, l).clamp(-30.0, 20.0),
+        }
     }
 
     fn input(&self, x: &Tensor, channels: i64, what: &str) -> Result<Tensor> {
@@ -384,4 +446,15 @@ impl AutoencoderKl {
             ))),
         }
     }
+}
+
+fn check_tiling(tiling: &VaeTiling) -> Result<()> {
+    if tiling.latent_tile < 1 || tiling.sample_tile < 1 || !(0.0..1.0).contains(&tiling.overlap) {
+        return Err(EngineError::Invalid(format!(
+            "VAE tiles of {}x{} latent pixels with overlap {} cannot cover an image: use tiles of \
+             at least one pixel and an overlap in [0, 1)",
+            tiling.latent_tile, tiling.latent_tile, tiling.overlap
+        )));
+    }
+    Ok(())
 }
