@@ -246,6 +246,9 @@ pub struct GenerateArgs {
     /// coloured half-blocks), or force one of them.
     #[arg(long, value_name = "G", default_value = "auto", requires = "preview")]
     pub graphics: crate::tui::images::Graphics,
+
+    #[command(flatten)]
+    pub memory: super::memory_flags::MemoryArgs,
 }
 
 /// The prompt argument, reading standard input for `-`; None when no prompt was given.
@@ -706,8 +709,9 @@ impl Run<'_> {
             vae: self.args.vae.clone(),
             config: self.args.model_config.clone(),
         };
-        let sd = StableDiffusion::load_with(dir, device, kind, &options)
+        let mut sd = StableDiffusion::load_with(dir, device, kind, &options)
             .with_context(|| format!("cannot load the model {model}"))?;
+        self.args.memory.apply(&mut sd)?;
         let load_s = load_start.elapsed().as_secs_f64();
         let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
         if let Some(from) = self.from.take() {

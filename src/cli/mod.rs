@@ -4,6 +4,7 @@ pub mod generate;
 pub mod history;
 pub mod info;
 pub mod interrupt;
+pub mod memory_flags;
 pub mod plan;
 pub mod preset;
 pub mod preview;

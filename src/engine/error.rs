@@ -29,6 +29,9 @@ pub enum EngineError {
     DeviceUnavailable(String, usize),
     #[error("cancelled")]
     Cancelled,
+    /// A render that the memory estimate says cannot fit; the message says what to try.
+    #[error("{0}")]
+    WontFit(String),
     #[error("libtorch error: {0}")]
     Torch(#[from] tch::TchError),
 }

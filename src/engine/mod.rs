@@ -8,6 +8,7 @@ pub mod img2img;
 pub mod loader;
 pub mod lora;
 pub mod mask;
+pub mod memory_estimate;
 pub mod models;
 pub mod nn;
 pub mod pipeline;

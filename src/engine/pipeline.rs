@@ -7,12 +7,15 @@ use super::family::{Family, ModelInfo};
 use super::img2img::{self, InitImage};
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
+use super::memory_estimate;
+use super::models::attention::attention_slicing;
+use super::models::autoencoder_tiny::AutoencoderTiny;
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
 use super::models::embeddings::guidance_scale_embedding;
 use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
-use super::models::vae::AutoencoderKl;
+use super::models::vae::{AutoencoderKl, VaeTiling};
 use super::models::vae_config::VaeConfig;
 use super::pipeline_sdxl::{SdxlConditioning, SdxlPrompt, SdxlText};
 use super::preview::latent_preview;
@@ -151,8 +154,25 @@ fn load_shares(family: Family) -> &'static [(&'static str, f32)] {
     }
 }
 
+/// How renders trade speed for memory (docs/PERFORMANCE.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// Decode (and encode init images) in tiles, as diffusers' `vae.enable_tiling()`. Renders
+    /// above [`AUTO_TILING_PIXELS`] are tiled whatever this says.
+    pub vae_tiling: bool,
+    /// Attention in slices (diffusers' `enable_attention_slicing()`), and VAE tiling.
+    pub low_memory: bool,
+}
+
+/// Images with more pixels than this (1024x1024) are decoded in tiles even without
+/// `--vae-tiling`: a whole SD decode at that size needs several GB for its activations alone.
+pub const AUTO_TILING_PIXELS: i64 = 1024 * 1024;
+
 /// A loaded Stable Diffusion pipeline: the models stay loaded across renders.
 pub struct StableDiffusion {
+    memory: MemoryOptions,
+    /// TAESD replacing the VAE's decoder (`--fast-decoder`).
+    fast_decoder: Option<AutoencoderTiny>,
     source: ModelSource,
     vae_override: Option<VaeOverride>,
     loras: Vec<LoraSpec>,
@@ -265,6 +285,8 @@ impl StableDiffusion {
             other => other,
         })?;
         Ok(Self {
+            memory: MemoryOptions::default(),
+            fast_decoder: None,
             source,
             vae_override,
             loras: options.loras.clone(),
@@ -282,6 +304,70 @@ impl StableDiffusion {
             info,
             sdxl,
         })
+    }
+
+    /// Sets how the next renders save memory.
+    pub fn set_memory_options(&mut self, memory: MemoryOptions) {
+        self.memory = memory;
+    }
+
+    pub fn memory_options(&self) -> MemoryOptions {
+        self.memory
+    }
+
+    /// Decodes with TAESD (diffusers' `AutoencoderTiny`) instead of the VAE; None restores the VAE.
+    pub fn set_fast_decoder(&mut self, decoder: Option<AutoencoderTiny>) -> Result<()> {
+        if let Some(d) = &decoder {
+            let (theirs, ours) = (d.latent_scale_factor(), self.latent_scale_factor());
+            let channels = d.config().latent_channels;
+            if theirs != ours || channels != self.vae_config.latent_channels {
+                return Err(EngineError::Invalid(format!(
+                    "this fast decoder takes {channels}-channel latents at 1/{theirs} scale but the \
+                     model makes {}-channel latents at 1/{ours}: use the TAESD made for this model \
+                     family (taesd for SD 1.x/2.x, taesdxl for SDXL)",
+                    self.vae_config.latent_channels
+                )));
+            }
+        }
+        self.fast_decoder = decoder;
+        Ok(())
+    }
+
+    /// The VAE's tiles when this render of `pixels` pixels is to be tiled.
+    fn tiling_for(&self, vae: &AutoencoderKl, pixels: i64) -> Option<VaeTiling> {
+        let m = self.memory;
+        (m.vae_tiling || m.low_memory || pixels > AUTO_TILING_PIXELS).then(|| vae.default_tiling())
+    }
+
+    /// What this render's activations need (see `memory_estimate`); the weights are loaded.
+    pub fn estimate_memory(
+        &self,
+        request: &TextToImage,
+    ) -> (memory_estimate::RenderSize, memory_estimate::Estimate) {
+        let pixels = request.width * request.height;
+        let size = memory_estimate::RenderSize {
+            width: request.width,
+            height: request.height,
+            batch: request.batch_size,
+            guided: request.guidance_scale > 1.0,
+            vae_tile: self.tiling_for(&self.vae, pixels).map(|t| t.latent_tile),
+            sliced_attention: self.memory.low_memory,
+        };
+        let shape = memory_estimate::ModelShape::from_configs(&self.unet_config, &self.vae_config);
+        let estimate = memory_estimate::estimate(&shape, &size, self.kind, self.device);
+        (size, estimate)
+    }
+
+    /// Refuses a render that cannot fit in the memory free now (RAM on a CPU; on CUDA the
+    /// GPU's, from nvidia-smi, where it answers).
+    fn check_memory(&self, request: &TextToImage) -> Result<()> {
+        let (size, estimate) = self.estimate_memory(request);
+        let free = match self.device {
+            Device::Cuda(n) => crate::memory::gpu_mb(&format!("cuda:{n}"))
+                .map(|(used, total)| total.saturating_sub(used) << 20),
+            _ => memory_estimate::available_ram(),
+        };
+        memory_estimate::check_fits(&estimate, free, &size)
     }
 
     /// What the model is (family, prediction type, inpainting, turbo).
@@ -379,6 +465,7 @@ impl StableDiffusion {
         cancel: &AtomicBool,
     ) -> Result<Output> {
         let _guard = tch::no_grad_guard();
+        let _slicing = attention_slicing(self.memory.low_memory);
         self.check_size(request.width, request.height)?;
         let init = request.init.as_ref();
         let mask = init.and_then(|i| i.mask.as_ref());
@@ -395,6 +482,7 @@ impl StableDiffusion {
             ));
         }
         let batch = request.batch_size;
+        self.check_memory(request)?;
         // LCM-style UNets (time_cond_proj_dim) take the guidance scale as an embedding and run
         // without classifier-free guidance, as diffusers' pipelines do.
         let conditioning = UNetConditioning {
@@ -645,7 +733,12 @@ impl StableDiffusion {
         } else {
             (&self.vae, self.kind)
         };
-        let posterior = vae.encode(&image.to_kind(kind).to_device(self.device))?;
+        let image = image.to_kind(kind).to_device(self.device);
+        let (_, _, h, w) = image.size4()?;
+        let posterior = match self.tiling_for(vae, h * w) {
+            Some(tiling) => vae.encode_tiled(&image, &tiling)?,
+            None => vae.encode(&image)?,
+        };
         // The caller holds the seeded global generator (SeededNoise) for the whole render.
         let draw = Tensor::randn(posterior.mean.size(), (kind, Device::Cpu));
         let sample = posterior.sample(&draw)?.to_kind(self.kind);
@@ -699,17 +792,28 @@ impl StableDiffusion {
     /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
     /// (NaN or inf) decodes again in fp32.
     fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        if let Some(taesd) = &self.fast_decoder {
+            let image = taesd.decode(&(latents / taesd.config().scaling_factor))?;
+            return Ok(to_unit_nhwc(&image));
+        }
         let scaled = self.vae.unscale_latents(latents);
+        let (_, _, h, w) = scaled.size4()?;
+        let factor = self.latent_scale_factor();
+        let pixels = h * w * factor * factor;
+        let decode = |vae: &AutoencoderKl, z: &Tensor| match self.tiling_for(vae, pixels) {
+            Some(tiling) => vae.decode_tiled(z, &tiling),
+            None => vae.decode(z),
+        };
         let fp32_vae = || self.vae_fp32();
         // diffusers' SDXL pipeline upcasts an fp16 VAE whose config says force_upcast (SDXL's
         // overflows in fp16); its SD 1.x/2.x pipeline does not.
         if self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast {
-            let image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+            let image = decode(fp32_vae()?, &scaled.to_kind(Kind::Float))?;
             return Ok(to_unit_nhwc(&image));
         }
-        let mut image = self.vae.decode(&scaled)?;
+        let mut image = decode(&self.vae, &scaled)?;
         if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
-            image = fp32_vae()?.decode(&scaled.to_kind(Kind::Float))?;
+            image = decode(fp32_vae()?, &scaled.to_kind(Kind::Float))?;
         }
         Ok(to_unit_nhwc(&image))
     }

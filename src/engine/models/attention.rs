@@ -2,7 +2,32 @@
 //! `BasicTransformerBlock` and `Transformer2DModel` (continuous input, layer norms).
 use crate::engine::nn::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::engine::weights::WeightPath;
+use std::cell::Cell;
 use tch::{Kind, Tensor};
+
+thread_local! {
+    /// Whether attention on this thread runs in slices (diffusers' `enable_attention_slicing`).
+    /// Per thread, so that one render's `--low-memory` never changes another thread's.
+    static SLICED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns attention slicing on or off for the current thread until the scope drops.
+pub fn attention_slicing(on: bool) -> SlicingScope {
+    let previous = SLICED.with(|s| s.replace(on));
+    SlicingScope { previous }
+}
+
+/// Restores the previous slicing setting on drop.
+#[derive(Debug)]
+pub struct SlicingScope {
+    previous: bool,
+}
+
+impl Drop for SlicingScope {
+    fn drop(&mut self) {
+        SLICED.with(|s| s.set(self.previous));
+    }
+}
 
 /// Multi-head attention with to_q/to_k/to_v (no bias) and to_out.0, computed by libtorch's
 /// scaled_dot_product_attention.
@@ -60,16 +85,20 @@ impl Attention {
         } else {
             (q, k, v)
         };
-        let out = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let out = if SLICED.with(Cell::get) {
+            sliced_attention(&q, &k, &v, (self.heads / 2).max(1))
+        } else {
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            )
+        };
         let inner = out.size()[1] * out.size()[3];
         let out = out
             .transpose(1, 2)
@@ -77,6 +106,33 @@ impl Attention {
             .to_kind(kind);
         self.to_out.forward(&out)
     }
+}
+
+/// diffusers' `SlicedAttnProcessor` with its "auto" slice (half the heads): the score matrix
+/// exists for `slice` of the batch x heads at a time, which bounds the peak memory at large
+/// sizes. `q`, `k`, `v`: [batch, heads, tokens, head_dim].
+fn sliced_attention(q: &Tensor, k: &Tensor, v: &Tensor, slice: i64) -> Tensor {
+    let size = q.size();
+    let (b, h, t, d) = (size[0], size[1], size[2], size[3]);
+    let flat = |x: &Tensor| x.reshape([b * h, -1, d]);
+    let (q, k, v) = (flat(q), flat(k), flat(v));
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < b * h {
+        let len = slice.min(b * h - start);
+        let scores = q
+            .narrow(0, start, len)
+            .bmm(&k.narrow(0, start, len).transpose(1, 2))
+            * scale;
+        parts.push(
+            scores
+                .softmax(-1, scores.kind())
+                .bmm(&v.narrow(0, start, len)),
+        );
+        start += len;
+    }
+    Tensor::cat(&parts, 0).view([b, h, t, d])
 }
 
 /// `FeedForward` with a GEGLU input projection: net.0.proj (to twice the inner width), net.2.
@@ -236,5 +292,33 @@ impl Transformer2DModel {
             Projection::Linear(linear) => to_map(linear.forward(&h)),
         };
         h + x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliced_attention_matches_libtorch_attention() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let q = Tensor::randn([2, 8, 24, 16], opts);
+        let k = Tensor::randn([2, 8, 7, 16], opts);
+        let v = Tensor::randn([2, 8, 7, 16], opts);
+        let whole = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        // 16 batch x heads in slices of 3: the last slice is ragged.
+        let sliced = sliced_attention(&q, &k, &v, 3);
+        let diff = (sliced - whole).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "sliced attention differs by {diff}");
     }
 }

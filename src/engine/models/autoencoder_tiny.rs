@@ -238,6 +238,12 @@ impl AutoencoderTiny {
         &self.config
     }
 
+    /// Image pixels per latent pixel along each side (8 for taesd and taesdxl).
+    pub fn latent_scale_factor(&self) -> i64 {
+        let ups = self.config.num_decoder_blocks.len().saturating_sub(1) as u32;
+        self.config.upsampling_scaling_factor.pow(ups)
+    }
+
     /// Latents (the UNet's, divided by `scaling_factor`) to images around [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let z = self.input(latents, self.config.latent_channels, "latents")?;

@@ -1,0 +1,210 @@
+//! How much memory a render needs, estimated before anything large is allocated, so that a
+//! render that cannot fit is refused with advice instead of dying half way (the OOM killer on
+//! a CPU, an allocator error on a GPU).
+//!
+//! The formula (bytes; `b` the compute kind's size, `B` the batch doubled under guidance,
+//! `T = h * w` latent pixels, `C_i` the UNet's `block_out_channels`, `L` its
+//! `layers_per_block`, `f` the VAE's latent scale factor, `V_0` its first block's channels):
+//! - weights: every tensor of the text encoders, UNet and VAE, counted from the safetensors
+//!   headers, at `b` bytes per element;
+//! - UNet step: `b * B * T * C_0 * (sum_i (L + 1) * C_i / C_0 / 4^i + 12)`: the skip
+//!   connections the down path keeps for the up path, plus the working set of the widest layer
+//!   (the transformer's GEGLU feed-forward, 8 * C_0 wide, with its input and output); on CUDA
+//!   add the attention scores `S * T^2 * b`, S = B * heads, or half the heads when sliced
+//!   (libtorch's CPU attention is a flash kernel that never holds them);
+//! - VAE decode: `b * n * (t * f)^2 * V_0 * 8` for the full-resolution feature maps (n images,
+//!   t^2 latent pixels per tile or the whole image when not tiled), plus on CUDA the mid
+//!   block's single-head attention scores `n * t^4 * b`;
+//! - a render needs the larger of the two, with 10% for the allocator's slack.
+use super::error::{EngineError, Result};
+use super::models::unet_config::{PerBlock, UNetConfig};
+use super::models::vae_config::VaeConfig;
+use std::io::Read;
+use std::path::Path;
+use tch::{Device, Kind};
+
+/// The shapes the estimate needs, read from the model's configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelShape {
+    pub unet_channels: Vec<i64>,
+    pub layers_per_block: i64,
+    /// The largest number of attention heads of any UNet level.
+    pub heads: i64,
+    pub vae_channels: i64,
+    pub latent_scale_factor: i64,
+}
+
+impl ModelShape {
+    pub fn from_configs(unet: &UNetConfig, vae: &VaeConfig) -> Self {
+        let most = |p: &PerBlock<i64>| match p {
+            PerBlock::One(v) => *v,
+            PerBlock::Each(v) => v.iter().copied().max().unwrap_or(1),
+        };
+        Self {
+            unet_channels: unet.block_out_channels.clone(),
+            layers_per_block: most(&unet.layers_per_block),
+            // diffusers reads attention_head_dim as the head count for these UNets.
+            heads: unet.attention_head_dim.as_ref().map_or(8, most),
+            vae_channels: *vae.block_out_channels.first().unwrap_or(&128),
+            latent_scale_factor: vae.latent_scale_factor(),
+        }
+    }
+}
+
+/// One render's size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RenderSize {
+    pub width: i64,
+    pub height: i64,
+    pub batch: i64,
+    pub guided: bool,
+    /// The VAE tile side in latent pixels when the decode is tiled.
+    pub vae_tile: Option<i64>,
+    pub sliced_attention: bool,
+}
+
+/// The estimate's parts, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    pub unet_step: u64,
+    pub vae_decode: u64,
+    /// What the render needs besides the loaded weights.
+    pub activations: u64,
+}
+
+/// Bytes per element of a compute kind.
+pub fn kind_bytes(kind: Kind) -> u64 {
+    match kind {
+        Kind::Half | Kind::BFloat16 => 2,
+        Kind::Double => 8,
+        _ => 4,
+    }
+}
+
+/// The activations of one render (see the module's formula).
+pub fn estimate(shape: &ModelShape, size: &RenderSize, kind: Kind, device: Device) -> Estimate {
+    let b = kind_bytes(kind) as f64;
+    let f = shape.latent_scale_factor.max(1);
+    let (h, w) = ((size.height / f) as f64, (size.width / f) as f64);
+    let t = h * w;
+    let big_b = (size.batch * if size.guided { 2 } else { 1 }) as f64;
+    let c0 = *shape.unet_channels.first().unwrap_or(&320) as f64;
+    let skips: f64 = shape
+        .unet_channels
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (shape.layers_per_block + 1) as f64 * c as f64 / c0 / 4f64.powi(i as i32))
+        .sum();
+    let cuda = device.is_cuda();
+    let heads = shape.heads.max(1) as f64;
+    let scores = if !cuda {
+        0.0
+    } else if size.sliced_attention {
+        (heads / 2.0).max(1.0) * t * t * b
+    } else {
+        big_b * heads * t * t * b
+    };
+    let unet_step = b * big_b * t * c0 * (skips + 12.0) + scores;
+    let n = size.batch as f64;
+    let tile_t = match size.vae_tile {
+        Some(tile) => (tile as f64).min(h) * (tile as f64).min(w),
+        None => t,
+    };
+    let fp = (f * f) as f64;
+    let vae_scores = if cuda { n * tile_t * tile_t * b } else { 0.0 };
+    let vae_decode = b * n * tile_t * fp * shape.vae_channels as f64 * 8.0 + vae_scores;
+    let activations = unet_step.max(vae_decode) * 1.1;
+    Estimate {
+        unet_step: unet_step as u64,
+        vae_decode: vae_decode as u64,
+        activations: activations as u64,
+    }
+}
+
+/// Bytes of every tensor in a safetensors file at `kind`, from its header alone.
+pub fn safetensors_bytes(path: &Path, kind: Kind) -> Result<u64> {
+    let io = |source| EngineError::Io {
+        path: path.into(),
+        source,
+    };
+    let bad = |message: String| EngineError::Safetensors {
+        path: path.into(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(bad(format!("a header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let elements: u64 = header
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, info)| info.get("shape")?.as_array().cloned())
+        .map(|shape| shape.iter().filter_map(|d| d.as_u64()).product::<u64>())
+        .sum();
+    Ok(elements * kind_bytes(kind))
+}
+
+/// Memory the system could give this process now: MemAvailable from /proc/meminfo on a CPU;
+/// on CUDA the caller reads the GPU's free memory (nvidia-smi, see `crate::memory`), since
+/// libtorch's bindings have no query. None where it cannot be read.
+pub fn available_ram() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Refuses a render whose activations exceed `free` bytes, saying what it needs, what is
+/// free and what to try.
+pub fn check_fits(estimate: &Estimate, free: Option<u64>, size: &RenderSize) -> Result<()> {
+    let Some(free) = free else { return Ok(()) };
+    if estimate.activations <= free {
+        return Ok(());
+    }
+    let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
+    let mut advice = vec!["a smaller size".to_string()];
+    if size.batch > 1 {
+        advice.push("a smaller batch".into());
+    }
+    if size.vae_tile.is_none() {
+        advice.push("--vae-tiling".into());
+    }
+    if !size.sliced_attention {
+        advice.push("--low-memory".into());
+    }
+    Err(EngineError::WontFit(format!(
+        "a {}x{} render (batch {}) needs about {:.1} GiB for its activations (UNet step {:.1} \
+         GiB, VAE decode {:.1} GiB) but only {:.1} GiB is free: try {}",
+        size.width,
+        size.height,
+        size.batch,
+        gib(estimate.activations),
+        gib(estimate.unet_step),
+        gib(estimate.vae_decode),
+        gib(free),
+        advice.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_available() {
+        let text = "MemTotal:       24000000 kB\nMemAvailable:   2048 kB\n";
+        assert_eq!(parse_mem_available(text), Some(2048 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+}
