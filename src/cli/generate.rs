@@ -98,9 +98,10 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "IMAGE.png")]
     pub from: Option<PathBuf>,
 
-    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
-    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
-    #[arg(short, long, value_name = "PATH")]
+    /// The model: a name from `easel models list`, a diffusers folder (with model_index.json),
+    /// or a single-file `.safetensors` checkpoint in the original SD 1.x / 2.x / XL layout
+    /// (pickled .ckpt files are refused) [default: `easel models default`].
+    #[arg(short, long, value_name = "NAME|PATH")]
     pub model: Option<PathBuf>,
 
     /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
@@ -549,9 +550,13 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         );
     }
     if patch.model.is_none() {
+        patch.model = crate::models::default_name().ok().flatten();
+    }
+    if patch.model.is_none() {
         bail!(
-            "no model: pass --model DIR (a diffusers folder), or --from IMAGE.png or a --preset \
-             that names one"
+            "no model: pass --model with a name from `easel models list`, a diffusers folder or a \
+             .safetensors file, set one with `easel models default NAME`, or use --from \
+             IMAGE.png or a --preset that names one"
         );
     }
     resolve_init(&args, &mut patch)?;
@@ -585,7 +590,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         {
             Some((_, _, jobs)) => jobs.push(job),
             None => {
-                check_model_dir(Path::new(job.model()))?;
+                check_model_dir(&crate::models::resolve(job.model())?)?;
                 groups.push((job.model().to_string(), loras, vec![job]));
             }
         }
@@ -700,7 +705,7 @@ impl Run<'_> {
             device_name(device),
             kind_name(kind)
         );
-        let dir = Path::new(model);
+        let dir = &crate::models::resolve(model)?;
         let options = LoadOptions {
             loras,
             vae: self.args.vae.clone(),
@@ -721,7 +726,7 @@ impl Run<'_> {
                 );
             }
         }
-        let name = model_name(dir);
+        let name = crate::models::display_name(model).unwrap_or_else(|| model_name(dir));
         for job in jobs {
             if cancel.load(Ordering::SeqCst) {
                 return Ok(Flow::Cancelled);
