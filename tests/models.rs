@@ -514,3 +514,36 @@ fn a_pulled_model_renders_what_its_folder_renders() {
     user.ok(&["models", "default", "tiny"]);
     assert!(render("default.png", None) == by_path);
 }
+
+#[test]
+fn gated_repositories_and_stale_entries_say_what_to_do() {
+    let hub = Hub::start();
+    let user = User::new(&hub.endpoint());
+    hub.add_repo(TINY, &common::tiny_sd1());
+    // The hub answers 401 for a repository it will not show (gated, private or gone).
+    let toml = format!(
+        "[[model]]\nname = \"gated\"\nrepo = \"easel-test/gated\"\nfiles = [\"model_index.json\"]\n\n\
+         [[model]]\nname = \"stale\"\nrepo = \"{TINY}\"\nfiles = [\"model_index.json\", \"unet/gone.safetensors\"]\n\n\
+         [[model]]\nname = \"pickles\"\nrepo = \"{TINY}\"\nfiles = [\"model_index.json\", \"unet/x.bin\"]\n"
+    );
+    let path = user.home.path().join("easel/config/catalog.toml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, toml).unwrap();
+    let err = user.fails(&["models", "info", "sd15"]);
+    assert!(err.contains("only .safetensors weights"), "{err}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        &text[..text.find("[[model]]\nname = \"pickles\"").unwrap()],
+    )
+    .unwrap();
+
+    let err = user.fails(&["models", "pull", "gated"]);
+    assert!(
+        err.contains("HTTP 401") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+    let err = user.fails(&["models", "pull", "stale"]);
+    assert!(err.contains("has no unet/gone.safetensors"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}

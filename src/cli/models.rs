@@ -7,6 +7,7 @@ use crate::models::{human_bytes, Catalog, Locations, ModelError, Registry};
 use anyhow::{bail, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,9 +105,9 @@ pub fn run(args: ModelsArgs) -> Result<ExitCode> {
         ModelsCommand::Info { name, json } => {
             let row = listing::row(&loc, &name)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&row)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&row)?))?;
             } else {
-                print_info(&row);
+                emit(&info_text(&row)?)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -116,10 +117,12 @@ pub fn run(args: ModelsArgs) -> Result<ExitCode> {
 
 fn list(loc: &Locations, json: bool) -> Result<ExitCode> {
     let rows = listing::rows(loc)?;
+    let mut out = String::new();
     if json {
         for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
+            writeln!(out, "{}", serde_json::to_string(r)?)?;
         }
+        emit(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
     let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4) + 2;
@@ -130,30 +133,45 @@ fn list(loc: &Locations, json: bool) -> Result<ExitCode> {
         .unwrap_or(7)
         .max(7)
         + 2;
-    println!(
+    writeln!(
+        out,
         "  {:name_w$}{:ver_w$}{:>10}  {:11}LOCATION",
         "NAME", "VERSION", "SIZE", "STATUS"
-    );
+    )?;
     for r in &rows {
-        let location = match (&r.location, r.status) {
-            (Some(p), _) => p.display().to_string(),
-            (None, _) => r.repo.clone().unwrap_or_default(),
+        let location = match &r.location {
+            Some(p) => p.display().to_string(),
+            None => r.repo.clone().unwrap_or_default(),
         };
-        println!(
+        writeln!(
+            out,
             "{} {:name_w$}{:ver_w$}{:>10}  {:11}{location}",
             if r.default { "*" } else { " " },
             r.name,
             r.version.as_deref().unwrap_or("?"),
             size_text(r),
             r.status.label(),
-        );
+        )?;
     }
-    if !rows.iter().any(|r| r.default) {
-        println!("\nno default model: set one with `easel models default NAME`");
+    if rows.iter().any(|r| r.default) {
+        writeln!(out, "\n* the default model (used when no --model is given)")?;
     } else {
-        println!("\n* the default model (used when no --model is given)");
+        writeln!(
+            out,
+            "\nno default model: set one with `easel models default NAME`"
+        )?;
     }
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn size_text(r: &Row) -> String {
@@ -164,59 +182,62 @@ fn size_text(r: &Row) -> String {
     }
 }
 
-fn print_info(r: &Row) {
-    let line = |k: &str, v: String| println!("{k:12}{v}");
-    line("name", r.name.clone());
+fn info_text(r: &Row) -> Result<String> {
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str| writeln!(out, "{k:12}{v}");
+    line("name", &r.name)?;
     if let Some(t) = &r.title {
-        line("title", t.clone());
+        line("title", t)?;
     }
-    line("version", r.version.clone().unwrap_or_else(|| "?".into()));
+    line("version", r.version.as_deref().unwrap_or("?"))?;
     if let Some(px) = r.resolution {
-        line("resolution", format!("{px}x{px}"));
+        line("resolution", &format!("{px}x{px}"))?;
     }
-    line("status", r.status.label().to_string());
-    line("size", size_text(r));
+    line("status", r.status.label())?;
+    line("size", &size_text(r))?;
     if let Some(repo) = &r.repo {
-        line("repository", repo.clone());
+        line("repository", repo)?;
     }
     if let Some(rev) = &r.revision {
-        line("revision", rev.clone());
+        line("revision", rev)?;
     }
     if let Some(c) = r
         .commit
         .as_ref()
         .filter(|c| Some(*c) != r.revision.as_ref())
     {
-        line("commit", c.clone());
+        line("commit", c)?;
     }
     if let Some(l) = &r.license {
-        line("license", l.clone());
+        line("license", l)?;
     }
     if let Some(p) = &r.location {
-        line("location", p.display().to_string());
+        line("location", &p.display().to_string())?;
     }
-    line("defined in", r.defined_in.clone());
-    line("default", if r.default { "yes" } else { "no" }.into());
+    line("defined in", &r.defined_in)?;
+    line("default", if r.default { "yes" } else { "no" })?;
     if !r.files.is_empty() {
-        println!("files");
+        writeln!(out, "files")?;
         for (path, size) in &r.files {
-            println!(
-                "  {:>10}  {path}",
-                size.map(human_bytes).unwrap_or_else(|| "?".into())
-            );
+            let size = size.map(human_bytes).unwrap_or_else(|| "?".into());
+            writeln!(out, "  {size:>10}  {path}")?;
         }
     }
     match r.status {
-        Status::NotPulled => println!("\ndownload it with: easel models pull {}", r.name),
-        Status::Partial => println!("\nfinish the download with: easel models pull {}", r.name),
-        Status::Missing if r.source == "catalog" => {
-            println!(
-                "\nfetch the missing files with: easel models pull {}",
-                r.name
-            )
-        }
+        Status::NotPulled => writeln!(out, "\ndownload it with: easel models pull {}", r.name)?,
+        Status::Partial => writeln!(
+            out,
+            "\nfinish the download with: easel models pull {}",
+            r.name
+        )?,
+        Status::Missing if r.source == "catalog" => writeln!(
+            out,
+            "\nfetch the missing files with: easel models pull {}",
+            r.name
+        )?,
         _ => {}
     }
+    Ok(out)
 }
 
 fn pull_model(loc: &Locations, name: &str, verify: bool) -> Result<ExitCode> {
@@ -370,7 +391,7 @@ impl Display {
         let bar = terminal.then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{msg:30!} [{bar:25}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                "{msg:30!} [{bar:25}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
