@@ -547,3 +547,57 @@ fn gated_repositories_and_stale_entries_say_what_to_do() {
     assert!(err.contains("has no unet/gone.safetensors"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
+
+#[test]
+fn plans_and_presets_take_model_names() {
+    let hub = Hub::start();
+    let user = User::new(&hub.endpoint());
+    served(&hub, &user, true);
+    user.ok(&["models", "pull", "tiny"]);
+    let root = user.home.path();
+    let plan = root.join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[defaults]\nmodel = \"tiny\"\nsteps = 1\nwidth = 32\nheight = 32\n[[jobs]]\nprompt = \"a fox\"\nseed = 1\n",
+    )
+    .unwrap();
+    let out = root.join("batch-out");
+    let (plan_s, out_s) = (plan.to_str().unwrap(), out.to_str().unwrap());
+    user.ok(&["batch", "--dry-run", plan_s, "--out", out_s]);
+    user.ok(&["batch", plan_s, "--out", out_s, "--devices", "cpu"]);
+    assert_eq!(
+        files(&out).iter().filter(|f| f.ends_with(".png")).count(),
+        1
+    );
+
+    let presets = root.join("easel/config/presets");
+    std::fs::create_dir_all(&presets).unwrap();
+    std::fs::write(
+        presets.join("tiny-look.toml"),
+        "model = \"tiny\"\nsteps = 1\n",
+    )
+    .unwrap();
+    let png = root.join("preset.png");
+    user.ok(&[
+        "generate",
+        "a fox",
+        "--preset",
+        "tiny-look",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    // An unknown name in a plan is refused before anything renders, with the closest names.
+    std::fs::write(
+        &plan,
+        "[defaults]\nmodel = \"tinyy\"\n[[jobs]]\nprompt = \"a fox\"\nseed = 1\n",
+    )
+    .unwrap();
+    let err = user.fails(&["batch", plan_s, "--out", out_s]);
+    assert!(err.contains("did you mean tiny?"), "{err}");
+}

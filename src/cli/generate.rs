@@ -435,7 +435,16 @@ pub fn resolve_loras(
 }
 
 /// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
+/// A model name (catalog or registered) is resolved to its path first.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    let resolved;
+    let dir = match dir.to_str().filter(|_| !dir.exists()) {
+        Some(name) => {
+            resolved = crate::models::resolve(name)?;
+            resolved.as_path()
+        }
+        None => dir,
+    };
     if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
         return Err(e.into());
     }
@@ -590,7 +599,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         {
             Some((_, _, jobs)) => jobs.push(job),
             None => {
-                check_model_dir(&crate::models::resolve(job.model())?)?;
+                check_model_dir(Path::new(job.model()))?;
                 groups.push((job.model().to_string(), loras, vec![job]));
             }
         }
