@@ -41,6 +41,7 @@ impl User {
             .env("HF_ENDPOINT", &self.endpoint)
             .env_remove("HF_TOKEN")
             .env_remove("HF_HUB_CACHE")
+            .env_remove("HF_HUB_OFFLINE")
             .env_remove("EASEL_TEST_FREE_BYTES");
         cmd
     }
@@ -353,6 +354,12 @@ fn no_network_says_so_and_what_to_do() {
         assert!(err.contains("HF_ENDPOINT"), "{err}");
         assert!(err.contains("easel models add"), "{err}");
     }
+    let out = user
+        .cmd(&["models", "pull", "tiny"])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(text(&out.stderr).contains("HF_HUB_OFFLINE is set"));
     // Everything else works offline.
     assert!(user.ok(&["models", "list"]).contains("sdxl-turbo"));
     assert!(user

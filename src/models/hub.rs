@@ -14,6 +14,8 @@ pub struct HubConfig {
     /// The hub cache folder (`.../huggingface/hub`), shared with Python's huggingface_hub.
     pub cache: PathBuf,
     pub token: Option<String>,
+    /// HF_HUB_OFFLINE: the user asked for no network use.
+    pub offline: bool,
 }
 
 impl HubConfig {
@@ -31,10 +33,17 @@ impl HubConfig {
                     .unwrap_or_else(|| PathBuf::from("."));
                 home.join(".cache").join("huggingface").join("hub")
             });
+        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(
+                v.trim().to_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
         Self {
             endpoint,
             cache,
             token: var("HF_TOKEN"),
+            offline,
         }
     }
 

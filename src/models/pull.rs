@@ -103,6 +103,12 @@ pub fn pull(
     options: PullOptions,
     progress: &mut dyn PullProgress,
 ) -> Result<PullRecord, ModelError> {
+    if config.offline {
+        return Err(ModelError::NoNetwork {
+            endpoint: config.endpoint.clone(),
+            reason: "HF_HUB_OFFLINE is set".into(),
+        });
+    }
     let api = config.api()?;
     let repo = Repo::with_revision(entry.repo.clone(), RepoType::Model, entry.revision.clone());
     let remote = api.repo(repo.clone());
