@@ -8,6 +8,7 @@ pub mod history;
 pub mod init_files;
 pub mod memory;
 pub mod metadata;
+pub mod models;
 pub mod output;
 pub mod paths;
 pub mod presets;

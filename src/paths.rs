@@ -46,6 +46,21 @@ impl Paths {
         self.config.join("loras")
     }
 
+    /// Models registered with `easel models add` and the default model (written by easel).
+    pub fn models_registry(&self) -> PathBuf {
+        self.config.join("models.toml")
+    }
+
+    /// The user's own catalog entries, in the format of the built-in models/catalog.toml.
+    pub fn user_catalog(&self) -> PathBuf {
+        self.config.join("catalog.toml")
+    }
+
+    /// One record per pulled catalog model: where its files are and whether it is complete.
+    pub fn pulls(&self) -> PathBuf {
+        self.data.join("models")
+    }
+
     pub fn history(&self) -> PathBuf {
         self.data.join("history.jsonl")
     }

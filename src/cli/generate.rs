@@ -98,9 +98,10 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "IMAGE.png")]
     pub from: Option<PathBuf>,
 
-    /// The model: a diffusers folder (with model_index.json), or a single-file `.safetensors`
-    /// checkpoint in the original SD 1.x / 2.x / XL layout (pickled .ckpt files are refused).
-    #[arg(short, long, value_name = "PATH")]
+    /// The model: a name from `easel models list`, a diffusers folder (with model_index.json),
+    /// or a single-file `.safetensors` checkpoint in the original SD 1.x / 2.x / XL layout
+    /// (pickled .ckpt files are refused) [default: `easel models default`].
+    #[arg(short, long, value_name = "NAME|PATH")]
     pub model: Option<PathBuf>,
 
     /// For a single-file checkpoint: a diffusers folder whose configs and tokenizer replace the
@@ -437,7 +438,16 @@ pub fn resolve_loras(
 }
 
 /// A clear error for a model path that is neither a diffusers folder nor a checkpoint file.
+/// A model name (catalog or registered) is resolved to its path first.
 pub fn check_model_dir(dir: &Path) -> Result<()> {
+    let resolved;
+    let dir = match dir.to_str().filter(|_| !dir.exists()) {
+        Some(name) => {
+            resolved = crate::models::resolve(name)?;
+            resolved.as_path()
+        }
+        None => dir,
+    };
     if let Some(e) = crate::engine::checkpoint::refuse_pickle(dir) {
         return Err(e.into());
     }
@@ -552,9 +562,13 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         );
     }
     if patch.model.is_none() {
+        patch.model = crate::models::default_name().ok().flatten();
+    }
+    if patch.model.is_none() {
         bail!(
-            "no model: pass --model DIR (a diffusers folder), or --from IMAGE.png or a --preset \
-             that names one"
+            "no model: pass --model with a name from `easel models list`, a diffusers folder or a \
+             .safetensors file, set one with `easel models default NAME`, or use --from \
+             IMAGE.png or a --preset that names one"
         );
     }
     resolve_init(&args, &mut patch)?;
@@ -703,7 +717,7 @@ impl Run<'_> {
             device_name(device),
             kind_name(kind)
         );
-        let dir = Path::new(model);
+        let dir = &crate::models::resolve(model)?;
         let options = LoadOptions {
             loras,
             vae: self.args.vae.clone(),
@@ -725,7 +739,7 @@ impl Run<'_> {
                 );
             }
         }
-        let name = model_name(dir);
+        let name = crate::models::display_name(model).unwrap_or_else(|| model_name(dir));
         for job in jobs {
             if cancel.load(Ordering::SeqCst) {
                 return Ok(Flow::Cancelled);

@@ -5,6 +5,7 @@ pub mod history;
 pub mod info;
 pub mod interrupt;
 pub mod memory_flags;
+pub mod models;
 pub mod plan;
 pub mod preset;
 pub mod preview;
@@ -45,6 +46,8 @@ pub enum Command {
     Preset(preset::PresetArgs),
     /// The studio: write, tune, render and compare in the terminal (bare `easel` opens it too).
     Tui(Box<tui::TuiArgs>),
+    /// Models by name: list, pull (from Hugging Face), add, rm, info, default.
+    Models(models::ModelsArgs),
 }
 
 /// Runs easel with the process's arguments.
@@ -72,6 +75,7 @@ where
         Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),
         Some(Command::Tui(args)) => tui::run(*args),
+        Some(Command::Models(args)) => models::run(args),
         None => {
             use std::io::IsTerminal;
             // The studio needs a terminal both ways; in a pipe or a script, say what there is.

@@ -86,6 +86,10 @@ impl Studio {
             app.params.model = Some(m.display().to_string());
         }
         if app.params.model.is_none() {
+            // `easel models default NAME` comes before the demo model.
+            app.params.model = crate::models::default_name().ok().flatten();
+        }
+        if app.params.model.is_none() {
             if let Some(demo) = &options.demo_model {
                 app.params.model = Some(demo.display().to_string());
                 app.info(format!(
@@ -94,7 +98,7 @@ impl Studio {
                     demo.display()
                 ));
             } else {
-                app.info("no model yet: Tab to Parameters > model, type a diffusers folder or .safetensors file, Enter");
+                app.info("no model yet: Tab to Parameters > model, type a name from `easel models list`, a diffusers folder or a .safetensors file, Enter");
             }
         }
         let store = paths.as_ref().map(PresetStore::open);

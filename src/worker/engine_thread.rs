@@ -117,7 +117,7 @@ fn render_job(
     };
     let _ = events.send(Event::Started { id: job.id, seed });
     let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
-    let name = sd.name();
+    let name = crate::models::display_name(&model).unwrap_or_else(|| sd.name());
     let target = match placement {
         Some(p) if job.count > 1 => {
             return Err(format!(
@@ -225,18 +225,13 @@ fn ensure_loaded<'a>(
             vae: None,
             config: None,
         };
-        let sd = StableDiffusion::load_with_progress(
-            Path::new(model),
-            device,
-            kind,
-            &options,
-            &mut |p| {
-                let _ = events.send(Event::LoadStage {
-                    component: p.component.to_string(),
-                    progress: p.fraction,
-                });
-            },
-        )
+        let path = crate::models::resolve(model).map_err(|e| e.to_string())?;
+        let sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
+            let _ = events.send(Event::LoadStage {
+                component: p.component.to_string(),
+                progress: p.fraction,
+            });
+        })
         .map_err(|e| format!("cannot load the model {model}: {e}"))?;
         let _ = events.send(Event::Loaded {
             model: model.to_string(),

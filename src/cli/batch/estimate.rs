@@ -37,7 +37,7 @@ pub struct ModelFacts {
 }
 
 pub fn model_facts(model: &str) -> Result<ModelFacts, String> {
-    let path = Path::new(model);
+    let path = &crate::models::resolve(model).map_err(|e| e.to_string())?;
     let source = ModelSource::open(path, None).map_err(|e| e.to_string())?;
     let info = ModelInfo::from_source(&source).map_err(|e| e.to_string())?;
     let unet: UNetConfig = source

@@ -1,0 +1,155 @@
+//! The studio takes model names too: with no model in its session it opens on the default set
+//! by `easel models default`, and its worker loads that name and renders with it. The real
+//! binary in tmux, as tests/tui_e2e.rs drives it; skips (saying why) only without tmux.
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    /// Polls the screen until `want` shows; panics after `secs` with the last screen.
+    fn wait_for(&self, want: &str, secs: u64) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(want) {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(secs) {
+                panic!("\"{want}\" did not appear in {secs} s; the screen:\n{s}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // A studio still running when the test fails must not outlive it.
+        if let Ok(out) = Command::new("tmux")
+            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("pkill").args(["-9", "-P", pid]).output();
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
+    }
+}
+
+fn easel(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_easel"))
+        .args(args)
+        .stdin(Stdio::null())
+        .env("EASEL_HOME", home)
+        .output()
+        .expect("easel runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{args:?} failed:\n{all}");
+    all
+}
+
+#[test]
+fn the_studio_opens_on_the_default_model_and_renders_with_its_name() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let root = common::scratch();
+    let home = root.path().join("home");
+    let fixture = common::tiny_sd1();
+    easel(
+        &home,
+        &[
+            "models",
+            "add",
+            fixture.to_str().unwrap(),
+            "--name",
+            "tinylocal",
+        ],
+    );
+    easel(&home, &["models", "default", "tinylocal"]);
+    // A session with settings but no model: the default fills it.
+    let data = home.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let session = serde_json::json!({
+        "prompt": "",
+        "negative_prompt": "",
+        "params": { "steps": 2, "seed": 7, "seed_locked": true }
+    });
+    std::fs::write(data.join("session.json"), session.to_string()).unwrap();
+
+    let script = format!(
+        "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; echo \"EASEL-EXIT $?\"; sleep 300",
+        root.path().display(),
+        home.display(),
+        env!("CARGO_BIN_EXE_easel"),
+    );
+    let tmux = Tmux {
+        session: format!("easel-models-studio-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+        ])
+        .args(["sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(started.success());
+
+    let first = tmux.wait_for("Prompt 0/75", 30);
+    assert!(
+        first.contains("tinylocal"),
+        "the parameters show the default model:\n{first}"
+    );
+    assert!(
+        !first.contains("demo model") && !first.contains("no model yet"),
+        "{first}"
+    );
+    tmux.run(&["send-keys", "-t", &tmux.session, "-l", "a red fox"]);
+    tmux.wait_for("Prompt 3/75", 10);
+    tmux.run(&["send-keys", "-t", &tmux.session, "F5"]);
+    let done = tmux.wait_for("done: outputs/", 300);
+    let line = done.lines().find(|l| l.contains("done: outputs/")).unwrap();
+    let png = root
+        .path()
+        .join(line.trim().trim_start_matches("done: ").trim());
+    let recipe = easel::output::png::read_recipe(&png)
+        .unwrap()
+        .expect("easel's recipe chunk");
+    assert_eq!(
+        (recipe.model.as_str(), recipe.prompt.as_str(), recipe.steps),
+        ("tinylocal", "a red fox", 2)
+    );
+    tmux.run(&["send-keys", "-t", &tmux.session, "C-q"]);
+    tmux.wait_for("EASEL-EXIT 0", 30);
+}
