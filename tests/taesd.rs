@@ -45,3 +45,20 @@ fn wrong_shapes_and_missing_folders_are_errors() {
     let missing = common::scratch();
     assert!(AutoencoderTiny::load(missing.path(), Device::Cpu, Kind::Float).is_err());
 }
+
+#[test]
+fn a_fast_decoder_of_another_scale_is_refused() {
+    let _guard = tch::no_grad_guard();
+    let mut sd = easel::engine::pipeline::StableDiffusion::load(
+        &common::tiny_sd1(),
+        Device::Cpu,
+        Kind::Float,
+    )
+    .expect("loads");
+    // The tiny TAESD upsamples 4x; the tiny SD 1.x VAE 2x.
+    let taesd = load();
+    assert_eq!(taesd.latent_scale_factor(), 4);
+    let err = sd.set_fast_decoder(Some(taesd)).expect_err("refused");
+    assert!(err.to_string().contains("1/4 scale"), "{err}");
+    assert!(err.to_string().contains("1/2"), "{err}");
+}
