@@ -9,6 +9,7 @@ pub mod progress;
 pub mod report;
 pub mod sheet;
 pub mod tui;
+pub mod worker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
@@ -39,6 +40,8 @@ pub enum Command {
     Preset(preset::PresetArgs),
     /// The studio: write, tune, render and compare in the terminal (bare `easel` opens it too).
     Tui(Box<tui::TuiArgs>),
+    /// Serve renders over stdin/stdout for `--remote` (what `ssh HOST easel worker --stdio` runs).
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs easel with the process's arguments.
@@ -65,6 +68,7 @@ where
         Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),
         Some(Command::Tui(args)) => tui::run(*args),
+        Some(Command::Worker(args)) => worker::run(args),
         None => {
             use std::io::IsTerminal;
             // The studio needs a terminal both ways; in a pipe or a script, say what there is.
