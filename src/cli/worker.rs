@@ -46,8 +46,15 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         keep_dir: args.out,
     };
     let input = Box::new(std::io::BufReader::new(std::io::stdin()));
-    server::serve(&options, input, &mut protocol_out).map_err(anyhow::Error::msg)?;
+    let ended = server::serve(&options, input, &mut protocol_out).map_err(anyhow::Error::msg)?;
     let _ = protocol_out.flush();
+    if !ended {
+        // A normal exit tears down libtorch's globals under the render thread still inside
+        // it (a model load), which then crashes noisily: leave without running destructors.
+        let _ = std::io::stderr().flush();
+        // SAFETY: _exit only ends the process; every file easel writes is complete or removed.
+        unsafe { libc::_exit(0) };
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -26,11 +26,12 @@ pub struct ServeOptions {
 }
 
 /// Serves one connection until its input ends or a fatal request (a version mismatch).
+/// Returns whether the render thread has ended (a model load may outlast the wait).
 pub fn serve(
     options: &ServeOptions,
     input: Box<dyn BufRead + Send>,
     output: &mut dyn Write,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("easel-stdin".into())
@@ -53,25 +54,24 @@ pub fn serve(
         })
         .map_err(|e| format!("cannot start the input reader: {e}"))?;
     let mut state = State::new(options);
-    let result = loop {
+    loop {
         let mut replies = Vec::new();
         match rx.recv_timeout(POLL) {
             Ok(line) => replies.extend(state.handle(line)),
             Err(RecvTimeoutError::Timeout) => {}
             // The client hung up (or ssh lost it): nobody will read what comes next.
-            Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            Err(RecvTimeoutError::Disconnected) => break,
         }
         replies.extend(state.events());
         if let Err(e) = send_all(output, &replies) {
             eprintln!("easel worker: the client is gone ({e}): stopping");
-            break Ok(());
+            break;
         }
         if state.stop {
-            break Ok(());
+            break;
         }
-    };
-    state.finish();
-    result
+    }
+    Ok(state.finish())
 }
 
 fn send_all(output: &mut dyn Write, replies: &[Reply]) -> std::io::Result<()> {
@@ -353,13 +353,17 @@ impl State {
         vec![reply]
     }
 
-    /// Stops what runs (within a step; a model load is not waited for past STOP_WAIT).
-    fn finish(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            if !worker.shutdown_within(STOP_WAIT) {
-                crate::output::atomic::remove_inflight();
-            }
+    /// Stops what runs (within a step; a model load is not waited for past STOP_WAIT);
+    /// whether it stopped.
+    fn finish(&mut self) -> bool {
+        let Some(worker) = self.worker.take() else {
+            return true;
+        };
+        let ended = worker.shutdown_within(STOP_WAIT);
+        if !ended {
+            crate::output::atomic::remove_inflight();
         }
+        ended
     }
 }
 

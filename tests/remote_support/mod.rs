@@ -179,7 +179,8 @@ pub fn local_render(dir: &Path, steps: usize) -> PathBuf {
 }
 
 /// A stand-in for ssh: skips ssh's options and the host, then runs the remote command with
-/// `sh -c` here, as sshd would on the host.
+/// `sh -c` here, as sshd would on the host (exec'd, so killing the transport ends the worker
+/// as a killed ssh does).
 pub fn fake_ssh(dir: &Path) -> PathBuf {
     let path = dir.join("fake-ssh");
     std::fs::write(
@@ -187,7 +188,7 @@ pub fn fake_ssh(dir: &Path) -> PathBuf {
         "#!/bin/sh\n\
          while [ $# -gt 0 ]; do case \"$1\" in --) shift; break;; -*) shift;; *) break;; esac; done\n\
          shift\n\
-         exec sh -c \"$*\"\n",
+         exec sh -c \"exec $*\"\n",
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
