@@ -33,12 +33,14 @@ pip_install_once() {
   echo "$want" >"$stamp"
 }
 
-# Installs Debian packages that the terminal tests drive (tmux; xterm under Xvfb for sixel) when
-# a command is missing and apt-get can run (root, or passwordless sudo). Otherwise says which
-# tests will skip; never fails the run for it.
+# Installs Debian packages that the terminal tests drive (tmux; xterm under Xvfb for sixel;
+# OpenSSH's server and client for the remote worker tests, about 10 s to install) when a command
+# is missing and apt-get can run (root, or passwordless sudo). Otherwise says which tests will
+# skip; never fails the run for it.
 ensure_test_tools() {
   local missing=() cmd pkg
-  for pair in tmux:tmux xterm:xterm Xvfb:xvfb xdotool:xdotool xwd:x11-apps; do
+  for pair in tmux:tmux xterm:xterm Xvfb:xvfb xdotool:xdotool xwd:x11-apps \
+      /usr/sbin/sshd:openssh-server ssh:openssh-client; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null || missing+=("$pkg")
   done
@@ -46,13 +48,13 @@ ensure_test_tools() {
   local sudo=()
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
-      say "not installing ${missing[*]} (needs root): the tmux/sixel studio tests will skip"
+      say "not installing ${missing[*]} (needs root): the tmux/sixel/ssh tests will skip"
       return 0
     fi
   fi
-  command -v apt-get >/dev/null || { say "no apt-get: the tmux/sixel studio tests will skip without ${missing[*]}"; return 0; }
-  say "installing ${missing[*]} for the studio's terminal tests (first time only)"
+  command -v apt-get >/dev/null || { say "no apt-get: the tmux/sixel/ssh tests will skip without ${missing[*]}"; return 0; }
+  say "installing ${missing[*]} for the terminal and ssh tests (first time only)"
   "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
-    || say "could not install ${missing[*]}: the tmux/sixel studio tests will skip"
+    || say "could not install ${missing[*]}: the tmux/sixel/ssh tests will skip"
 }
