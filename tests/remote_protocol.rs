@@ -13,13 +13,19 @@ use std::process::Command;
 
 fn round_trip_request(r: Request) {
     let line = protocol::to_line(&r);
-    assert!(line.ends_with('\n') && !line.trim_end().contains('\n'), "{line}");
+    assert!(
+        line.ends_with('\n') && !line.trim_end().contains('\n'),
+        "{line}"
+    );
     assert_eq!(protocol::parse_request(&line).unwrap(), r, "{line}");
 }
 
 fn round_trip_reply(r: Reply) {
     let line = protocol::to_line(&r);
-    assert!(line.ends_with('\n') && !line.trim_end().contains('\n'), "{line}");
+    assert!(
+        line.ends_with('\n') && !line.trim_end().contains('\n'),
+        "{line}"
+    );
     assert_eq!(protocol::parse_reply(&line).unwrap(), r, "{line}");
 }
 
@@ -147,7 +153,10 @@ fn previews_are_small_pngs_of_the_same_picture() {
     let wire = protocol::encode_preview(&picture).unwrap();
     assert_eq!((wire.width, wire.height), (128, 64));
     let back = protocol::decode_preview(&wire).unwrap();
-    assert_eq!((back.width, back.height, back.rgb.len()), (128, 64, 128 * 64 * 3));
+    assert_eq!(
+        (back.width, back.height, back.rgb.len()),
+        (128, 64, 128 * 64 * 3)
+    );
     // The blue channel is 9 everywhere; a resize keeps a constant channel constant.
     assert!(back.rgb.chunks(3).all(|p| p[2] == 9));
     // Small pictures travel as they are, pixel for pixel.
@@ -208,14 +217,22 @@ fn bad_messages_get_error_replies_and_the_worker_serves_on() {
     }
     for (bad, want) in [
         ("not json", "cannot read the request \"not json\""),
-        (r#"{"type":"frobnicate","id":1}"#, "unknown variant `frobnicate`"),
+        (
+            r#"{"type":"frobnicate","id":1}"#,
+            "unknown variant `frobnicate`",
+        ),
         (r#"{"type":"submit"}"#, "missing field `job`"),
-        (r#"{"type":"submit","job":{"id":1,"patch":{"colour":1},"count":1}}"#, "unknown field `colour`"),
+        (
+            r#"{"type":"submit","job":{"id":1,"patch":{"colour":1},"count":1}}"#,
+            "unknown field `colour`",
+        ),
         ("[1,2,3]", "cannot read the request"),
     ] {
         pipe.send_raw(bad);
         match pipe.recv(30) {
-            Reply::Error { id: None, message } => assert!(message.contains(want), "{bad}: {message}"),
+            Reply::Error { id: None, message } => {
+                assert!(message.contains(want), "{bad}: {message}")
+            }
             other => panic!("{bad}: {other:?}"),
         }
     }
@@ -276,12 +293,19 @@ fn the_worker_refuses_another_protocol_version_and_ends() {
     match pipe.recv(30) {
         Reply::Error { id: None, message } => {
             assert!(message.contains("protocol version mismatch"), "{message}");
-            assert!(message.contains("999") && message.contains("9.9.9"), "{message}");
+            assert!(
+                message.contains("999") && message.contains("9.9.9"),
+                "{message}"
+            );
             assert!(message.contains("same easel version"), "{message}");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(pipe.exit_within(20), Some(0), "the worker ends after refusing");
+    assert_eq!(
+        pipe.exit_within(20),
+        Some(0),
+        "the worker ends after refusing"
+    );
 }
 
 fn options(out: &std::path::Path) -> easel::remote::RemoteOptions {
@@ -302,7 +326,10 @@ fn the_client_refuses_another_protocol_version() {
     let err = RemoteWorker::connect_with(canned(welcome), &options(out.path()))
         .err()
         .expect("refused");
-    assert!(matches!(err, RemoteError::Version { theirs: 999, .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteError::Version { theirs: 999, .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.contains("protocol version mismatch")
@@ -317,7 +344,9 @@ fn the_client_refuses_another_protocol_version() {
         .err()
         .expect("refused");
     assert!(matches!(err, RemoteError::Refused { .. }), "{err:?}");
-    assert!(err.to_string().contains("gpu-box refused the connection: protocol version mismatch"));
+    assert!(err
+        .to_string()
+        .contains("gpu-box refused the connection: protocol version mismatch"));
 }
 
 #[test]

@@ -75,7 +75,11 @@ fn renders_cancels_and_survives_a_dropped_connection_over_ssh() {
     assert!(paths[0].starts_with(&out), "{paths:?}");
     let saved = std::fs::read(&paths[0]).unwrap();
     let reference = std::fs::read(local_render(root.path(), 4)).unwrap();
-    assert_eq!(rgb(&saved), rgb(&reference), "the same pixels as easel generate");
+    assert_eq!(
+        rgb(&saved),
+        rgb(&reference),
+        "the same pixels as easel generate"
+    );
     let recipe = easel::output::png::read_recipe(&paths[0]).unwrap().unwrap();
     assert_eq!((recipe.prompt.as_str(), recipe.seed), ("a red fox", 7));
     assert!(std::fs::read_to_string(&history)
@@ -84,7 +88,9 @@ fn renders_cancels_and_survives_a_dropped_connection_over_ssh() {
 
     // Cancel: the job stops within a step or two and nothing is written.
     worker.submit(job(2, 500)).unwrap();
-    wait_for(&worker, |e| matches!(e, Event::Progress { id: 2, step: 2, .. }));
+    wait_for(&worker, |e| {
+        matches!(e, Event::Progress { id: 2, step: 2, .. })
+    });
     worker.cancel(2);
     let events = wait_for(&worker, ended);
     assert_eq!(

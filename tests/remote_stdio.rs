@@ -26,7 +26,9 @@ fn submit(id: u64, patch: easel::recipe::RecipePatch) -> Request {
 fn recipe_of(bytes: &[u8], dir: &Path) -> easel::recipe::Recipe {
     let path = dir.join("recipe-probe.png");
     std::fs::write(&path, bytes).unwrap();
-    easel::output::png::read_recipe(&path).unwrap().expect("the PNG carries its recipe")
+    easel::output::png::read_recipe(&path)
+        .unwrap()
+        .expect("the PNG carries its recipe")
 }
 
 #[test]
@@ -98,12 +100,22 @@ fn a_render_over_pipes_has_generates_pixels_and_recipe() {
     );
     let local = local_render(root.path(), 4);
     let reference = std::fs::read(&local).unwrap();
-    assert_eq!(rgb(&png), rgb(&reference), "the same pixels as easel generate");
+    assert_eq!(
+        rgb(&png),
+        rgb(&reference),
+        "the same pixels as easel generate"
+    );
     let mut remote_recipe = recipe_of(&png, root.path());
     let local_recipe = recipe_of(&reference, root.path());
-    assert_eq!(remote_recipe.model, models.join("tiny-sd1").display().to_string());
+    assert_eq!(
+        remote_recipe.model,
+        models.join("tiny-sd1").display().to_string()
+    );
     remote_recipe.model = local_recipe.model.clone();
-    assert_eq!(remote_recipe, local_recipe, "the same recipe as easel generate");
+    assert_eq!(
+        remote_recipe, local_recipe,
+        "the same recipe as easel generate"
+    );
     pipe.hang_up();
     assert_eq!(pipe.exit_within(20), Some(0));
 }
@@ -118,7 +130,10 @@ fn cancel_stops_within_a_step_and_eof_ends_the_worker() {
     pipe.until(120, |r| matches!(r, Reply::Progress { step: 2, .. }));
     pipe.send(&Request::Cancel { id: 1 });
     let replies = pipe.until(60, |r| {
-        matches!(r, Reply::Cancelled { .. } | Reply::Done { .. } | Reply::Failed { .. })
+        matches!(
+            r,
+            Reply::Cancelled { .. } | Reply::Done { .. } | Reply::Failed { .. }
+        )
     });
     assert_eq!(
         replies.last(),
@@ -190,7 +205,9 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
     options.keep = true;
     let worker = RemoteWorker::connect(&options).unwrap();
     assert!(
-        worker.summary().starts_with("connected to me@gpu-box: easel "),
+        worker
+            .summary()
+            .starts_with("connected to me@gpu-box: easel "),
         "{}",
         worker.summary()
     );
@@ -213,7 +230,15 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
     assert_eq!(loaded.as_deref(), Some("gpu-box:cpu"));
     let previews = events
         .iter()
-        .filter(|e| matches!(e, Event::Progress { preview: Some(_), .. }))
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Progress {
+                    preview: Some(_),
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(previews, 4, "{events:?}");
     let Some(Event::Image { path, picture, .. }) =
@@ -221,8 +246,18 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
     else {
         panic!("no image: {events:?}")
     };
-    assert_eq!(path.parent(), Some(out.as_path()), "saved in the local folder");
-    assert_eq!(events.last(), Some(&Event::Done { id: 1, paths: vec![path.clone()] }));
+    assert_eq!(
+        path.parent(),
+        Some(out.as_path()),
+        "saved in the local folder"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::Done {
+            id: 1,
+            paths: vec![path.clone()]
+        })
+    );
     let reference = std::fs::read(local_render(root.path(), 4)).unwrap();
     let saved = std::fs::read(path).unwrap();
     assert_eq!(rgb(&saved), rgb(&reference));
@@ -254,7 +289,9 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
                 loras: Vec::new(),
             })
             .unwrap();
-        let events = wait_for(&worker, |e| matches!(e, Event::Done { .. } | Event::Failed { .. }));
+        let events = wait_for(&worker, |e| {
+            matches!(e, Event::Done { .. } | Event::Failed { .. })
+        });
         match events.last() {
             Some(Event::Done { paths, .. }) if id == 2 => assert_eq!(paths, &vec![file.clone()]),
             Some(Event::Done { paths, .. }) => assert_eq!(paths[0].parent(), Some(out.as_path())),
@@ -275,7 +312,9 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
     wait_for(&worker, |e| matches!(e, Event::Progress { id: 4, .. }));
     let pid = worker.transport_pid();
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let events = wait_for(&worker, |e| matches!(e, Event::Failed { .. } | Event::Done { .. }));
+    let events = wait_for(&worker, |e| {
+        matches!(e, Event::Failed { .. } | Event::Done { .. })
+    });
     match events.last() {
         Some(Event::Failed { id: 4, message }) => assert!(
             message.starts_with("the connection to me@gpu-box was lost: "),
@@ -301,7 +340,16 @@ fn generate_remote_saves_here_with_generates_pixels() {
     let ssh = fake_host(root.path());
     let out = root.path().join("shots");
     let run = Command::new(easel_bin())
-        .args(["generate", "a red fox", "--seed", "7", "--steps", "4", "--batch", "2"])
+        .args([
+            "generate",
+            "a red fox",
+            "--seed",
+            "7",
+            "--steps",
+            "4",
+            "--batch",
+            "2",
+        ])
         .arg("--model")
         .arg(tiny_sd1())
         .arg("--out")
@@ -322,12 +370,21 @@ fn generate_remote_saves_here_with_generates_pixels() {
     let first = std::fs::read(paths[0]).unwrap();
     let reference = std::fs::read(local_render(root.path(), 4)).unwrap();
     assert_eq!(rgb(&first), rgb(&reference));
-    let second = easel::output::png::read_recipe(Path::new(paths[1])).unwrap().unwrap();
+    let second = easel::output::png::read_recipe(Path::new(paths[1]))
+        .unwrap()
+        .unwrap();
     assert_eq!(second.seed, 8);
     assert!(Path::new(paths[1]).starts_with(&out));
     // What needs files here is refused before connecting.
     let refused = Command::new(easel_bin())
-        .args(["generate", "x", "--embeddings", "/tmp", "--remote", "gpu-box"])
+        .args([
+            "generate",
+            "x",
+            "--embeddings",
+            "/tmp",
+            "--remote",
+            "gpu-box",
+        ])
         .arg("--model")
         .arg(tiny_sd1())
         .env("EASEL_SSH", "/nonexistent/ssh")
@@ -335,5 +392,8 @@ fn generate_remote_saves_here_with_generates_pixels() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
-    assert!(stderr.contains("--embeddings is not supported with --remote"), "{stderr}");
+    assert!(
+        stderr.contains("--embeddings is not supported with --remote"),
+        "{stderr}"
+    );
 }

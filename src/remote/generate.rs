@@ -163,7 +163,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
                 cancelled = true;
             }
             // Ctrl-C reaches ssh too, which ends the connection: that is the cancel asked for.
-            Event::Failed { .. } if cancel_sent => {
+            Event::Failed { .. } if cancel.load(Ordering::SeqCst) => {
                 ended += 1;
                 cancelled = true;
             }

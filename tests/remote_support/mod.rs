@@ -247,7 +247,9 @@ impl Sshd {
                     .output()
                     .map_or(true, |o| !o.status.success())
             {
-                return Err(format!("{tool} is not installed (apt-get install openssh-client)"));
+                return Err(format!(
+                    "{tool} is not installed (apt-get install openssh-client)"
+                ));
             }
         }
         let dir = tempfile::Builder::new()
