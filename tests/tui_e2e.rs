@@ -82,43 +82,63 @@ fn write_session(home: &Path, model: &Path) {
     std::fs::write(data.join("session.json"), session.to_string()).unwrap();
 }
 
+/// After the studio exits, the pane's shell prints its exit code and the terminal's modes.
+const REPORT: &str = "echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300";
+
+/// The studio on the tiny model in a fresh tmux session of `size`, started in a temporary
+/// folder with its own easel home; `env` and `args` go before and after `tui`.
+fn start_studio(name: &str, env: &str, args: &str, size: (u16, u16)) -> (Tmux, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    write_session(&home, &model);
+    let script = format!(
+        "cd '{}' && {env} EASEL_HOME='{}' '{}' tui {args}; {REPORT}",
+        root.path().display(),
+        home.display(),
+        env!("CARGO_BIN_EXE_easel"),
+    );
+    let tmux = Tmux {
+        session: format!("easel-e2e-{name}-{}", std::process::id()),
+    };
+    let (w, h) = (size.0.to_string(), size.1.to_string());
+    let started = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux.session, "-x", &w, "-y", &h])
+        .args(["sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    (tmux, root)
+}
+
+/// The studio exited with `code`, and the terminal is back in cooked mode with echo, off the
+/// alternate screen (whose prompt title `studio_text` is gone).
+fn assert_restored(end: &str, code: i32, studio_text: &str) {
+    assert!(end.contains(&format!("EASEL-EXIT {code}")), "{end}");
+    let modes = end
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MODES "))
+        .unwrap_or_default()
+        .trim_end_matches("END");
+    assert!(
+        modes.split_whitespace().any(|m| m == "icanon")
+            && modes.split_whitespace().any(|m| m == "echo"),
+        "the terminal is back in cooked mode with echo: {modes:?}"
+    );
+    assert!(
+        !end.contains(studio_text),
+        "the alternate screen is gone:\n{end}"
+    );
+}
+
 #[test]
 fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     if !tmux_present() {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
     }
-    let root = tempfile::tempdir().unwrap();
+    let (tmux, root) = start_studio("main", "", "--device cpu --graphics halfblocks", (100, 30));
     let home = root.path().join("home");
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
-    write_session(&home, &model);
-    let script = format!(
-        "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; \
-         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
-        root.path().display(),
-        home.display(),
-        env!("CARGO_BIN_EXE_easel"),
-    );
-    let tmux = Tmux {
-        session: format!("easel-e2e-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(started.success());
     let mut seen = Vec::new();
     tmux.wait_for("Prompt 0/75", 30, &mut seen);
     tmux.text("a red fox");
@@ -194,21 +214,7 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
 
     tmux.keys(&["C-q"]);
     let end = tmux.wait_for("END", 30, &mut seen);
-    assert!(end.contains("EASEL-EXIT 0"), "{end}");
-    let modes = end
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MODES "))
-        .unwrap_or_default()
-        .trim_end_matches("END");
-    assert!(
-        modes.split_whitespace().any(|m| m == "icanon")
-            && modes.split_whitespace().any(|m| m == "echo"),
-        "the terminal is back in cooked mode with echo: {modes:?}"
-    );
-    assert!(
-        !end.contains("Prompt 3/75"),
-        "the alternate screen is gone:\n{end}"
-    );
+    assert_restored(&end, 0, "Prompt 3/75");
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(
         session.contains("\"prompt\": \"a red fox\""),
@@ -232,39 +238,15 @@ fn signal_quits_cleanly(signal: &str) {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("home");
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
-    write_session(&home, &model);
     // A unique --out names this process for pgrep.
-    let out = root.path().join("sigterm-outputs");
-    let script = format!(
-        "EASEL_HOME='{}' '{}' tui --graphics halfblocks --out '{}' --preset sd15-draft; \
-         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
-        home.display(),
-        env!("CARGO_BIN_EXE_easel"),
-        out.display(),
+    let out = format!("outputs{signal}-{}", std::process::id());
+    let (tmux, root) = start_studio(
+        signal,
+        "",
+        &format!("--graphics halfblocks --out {out} --preset sd15-draft"),
+        (80, 24),
     );
-    let tmux = Tmux {
-        session: format!("easel-e2e{signal}-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "80",
-            "-y",
-            "24",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let home = root.path().join("home");
     let mut seen = Vec::new();
     // --preset applies at start: the built-in draft preset's steps, size and negative prompt.
     let first = tmux.wait_for("Prompt 0/75", 30, &mut seen);
@@ -279,23 +261,13 @@ fn signal_quits_cleanly(signal: &str) {
         .args([
             signal,
             "-f",
-            &format!("easel tui --graphics halfblocks --out {}", out.display()),
+            &format!("easel tui --graphics halfblocks --out {out}"),
         ])
         .status()
         .unwrap();
     assert!(killed.success(), "the studio process was found");
     let end = tmux.wait_for("END", 30, &mut seen);
-    assert!(end.contains("EASEL-EXIT 0"), "{end}");
-    let modes = end
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MODES "))
-        .unwrap_or_default()
-        .trim_end_matches("END");
-    assert!(
-        modes.split_whitespace().any(|m| m == "icanon")
-            && modes.split_whitespace().any(|m| m == "echo"),
-        "the terminal is back in cooked mode with echo: {modes:?}"
-    );
+    assert_restored(&end, 0, "kept across a kill");
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("kept across a kill"), "{session}");
 }
@@ -385,37 +357,13 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
     }
-    let root = tempfile::tempdir().unwrap();
-    let home = root.path().join("home");
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
-    write_session(&home, &model);
-    let script = format!(
-        "cd '{}' && RUST_BACKTRACE=0 EASEL_INJECT_PANIC=worker-once,ui-f12 EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks; \
-         echo \"EASEL-EXIT $?\"; echo \"MODES $(stty -a | tr ';' '\\n' | grep -ow -e '-\\?icanon' -e '-\\?echo' | tr '\\n' ' ')END\"; sleep 300",
-        root.path().display(),
-        home.display(),
-        env!("CARGO_BIN_EXE_easel"),
+    let (tmux, root) = start_studio(
+        "panic",
+        "RUST_BACKTRACE=0 EASEL_INJECT_PANIC=worker-once,ui-f12",
+        "--device cpu --graphics halfblocks",
+        (120, 30),
     );
-    let tmux = Tmux {
-        session: format!("easel-e2e-panic-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "120",
-            "-y",
-            "30",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let home = root.path().join("home");
     let mut seen = Vec::new();
     tmux.wait_for("Prompt 0/75", 30, &mut seen);
     tmux.text("a crash test");
@@ -423,26 +371,21 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
     tmux.keys(&["F5"]);
     let failed = tmux.wait_for("the engine failed", 60, &mut seen);
     assert!(failed.contains("injected worker panic"), "{failed}");
-    assert!(failed.contains("Prompt 3/75"), "the studio is still up:\n{failed}");
+    assert!(
+        failed.contains("Prompt 3/75"),
+        "the studio is still up:\n{failed}"
+    );
     tmux.keys(&["F5"]);
     tmux.wait_for("done: outputs/", 300, &mut seen);
 
     tmux.keys(&["F12"]);
     let end = tmux.wait_for("END", 30, &mut seen);
-    assert!(end.contains("EASEL-EXIT 1"), "{end}");
-    assert!(end.contains("injected UI panic"), "the panic is shown:\n{end}");
-    assert!(end.contains("the studio crashed"), "{end}");
-    let modes = end
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MODES "))
-        .unwrap_or_default()
-        .trim_end_matches("END");
+    assert_restored(&end, 1, "Prompt 3/75");
     assert!(
-        modes.split_whitespace().any(|m| m == "icanon")
-            && modes.split_whitespace().any(|m| m == "echo"),
-        "the terminal is back in cooked mode with echo: {modes:?}"
+        end.contains("injected UI panic"),
+        "the panic is shown:\n{end}"
     );
-    assert!(!end.contains("Prompt 3/75"), "the alternate screen is gone:\n{end}");
+    assert!(end.contains("the studio crashed"), "{end}");
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("a crash test"), "{session}");
 }

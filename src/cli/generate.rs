@@ -238,6 +238,15 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Show each finished image right in the terminal (over SSH too), above its path.
+    #[arg(long, conflicts_with = "json")]
+    pub preview: bool,
+
+    /// How --preview draws: auto (kitty, iTerm2 or sixel when the terminal has it, else
+    /// coloured half-blocks), or force one of them.
+    #[arg(long, value_name = "G", default_value = "auto", requires = "preview")]
+    pub graphics: crate::tui::images::Graphics,
+
     #[command(flatten)]
     pub remote: crate::remote::RemoteArgs,
 }
@@ -618,6 +627,9 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         start: Instant::now(),
         from: from.map(|(_, params)| params),
         embeddings,
+        preview: args
+            .preview
+            .then(|| super::preview::Preview::new(args.graphics)),
     };
     for (model, loras, jobs) in groups {
         if run.render_model(&model, loras, &jobs, cancel)? == Flow::Cancelled {
@@ -675,6 +687,7 @@ struct Run<'a> {
     from: Option<ImageParameters>,
     /// Textual-inversion folders the prompts may use.
     embeddings: Vec<PathBuf>,
+    preview: Option<super::preview::Preview>,
 }
 
 impl Run<'_> {
@@ -789,6 +802,9 @@ impl Run<'_> {
                 };
                 println!("{}", serde_json::to_string(&report)?);
             } else {
+                if let Some(preview) = &mut self.preview {
+                    preview.show(&image);
+                }
                 println!("{}", path.display());
             }
             self.paths[job.number] = Some(path);

@@ -1,10 +1,12 @@
 //! The command line: clap definitions and dispatch. Errors leave as anyhow at this edge.
+pub mod batch;
 pub mod generate;
 pub mod history;
 pub mod info;
 pub mod interrupt;
 pub mod plan;
 pub mod preset;
+pub mod preview;
 pub mod progress;
 pub mod report;
 pub mod sheet;
@@ -32,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Render images from a prompt and write them as PNGs that carry their recipe.
     Generate(Box<generate::GenerateArgs>),
+    /// Render a plan of many images (TOML): resumable, shardable (--shard K/N), one worker per
+    /// device (--devices); `easel batch status` reports what is done.
+    Batch(Box<batch::BatchArgs>),
     /// Print the recipe a PNG carries (made by easel, AUTOMATIC1111 or stable-diffusion.cpp).
     Info(info::InfoArgs),
     /// List generated images, newest first.
@@ -64,6 +69,7 @@ where
     };
     match cli.command {
         Some(Command::Generate(args)) => generate::run(*args),
+        Some(Command::Batch(args)) => batch::run(*args),
         Some(Command::Info(args)) => info::run(args),
         Some(Command::History(args)) => history::run(args),
         Some(Command::Preset(args)) => preset::run(args),

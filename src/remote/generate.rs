@@ -80,6 +80,9 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
     let (mut ended, mut written, mut cancelled) = (0, 0, false);
     let mut reporter: Option<Reporter> = None;
     let mut cancel_sent = false;
+    let mut preview = args
+        .preview
+        .then(|| crate::cli::preview::Preview::new(args.graphics));
     let outcome = loop {
         if ended == total {
             break Ok(());
@@ -132,6 +135,11 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
                 }
                 written += 1;
                 let i = index(id).unwrap_or(0);
+                let image = Image {
+                    width: picture.width,
+                    height: picture.height,
+                    rgb: picture.rgb,
+                };
                 if args.json {
                     let report = serde_json::json!({
                         "path": path.display().to_string(),
@@ -144,14 +152,13 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
                     });
                     println!("{report}");
                 } else {
+                    if let Some(preview) = &mut preview {
+                        preview.show(&image);
+                    }
                     println!("{}", path.display());
                 }
                 if plan.sheet.is_some() {
-                    images[i] = Some(Image {
-                        width: picture.width,
-                        height: picture.height,
-                        rgb: picture.rgb,
-                    });
+                    images[i] = Some(image);
                 }
                 paths[i] = Some(path);
             }

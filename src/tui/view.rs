@@ -517,6 +517,49 @@ fn save_overlay(frame: &mut Frame, area: Rect, name: &Editor, theme: Theme) {
     frame.set_cursor_position(Position::new(inner.x + col.min(inner.width), inner.y));
 }
 
+/// A searchable list in a popup: the title, the query line, the items with the selected one
+/// reversed and scrolled into view. Returns the two lines under the list, for a footer.
+fn list_overlay(
+    frame: &mut Frame,
+    rect: Rect,
+    title: &str,
+    query: String,
+    items: Vec<String>,
+    selected: usize,
+    theme: Theme,
+) -> Rect {
+    frame.render_widget(Clear, rect);
+    let b = block(title, true, theme);
+    let inner = b.inner(rect);
+    frame.render_widget(b, rect);
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([
+            Constraint::Length(1),
+            Constraint::Min(1),
+            Constraint::Length(2),
+        ])
+        .split(inner);
+    frame.render_widget(Paragraph::new(query), rows[0]);
+    let height = usize::from(rows[1].height);
+    let start = selected.saturating_sub(height.saturating_sub(1));
+    let lines: Vec<Line> = items
+        .into_iter()
+        .enumerate()
+        .skip(start)
+        .take(height)
+        .map(|(i, item)| {
+            let mut style = Style::default();
+            if i == selected {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::styled(item, style)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), rows[1]);
+    rows[2]
+}
+
 fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     let Overlay::Presets {
         filter,
@@ -528,44 +571,20 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         return;
     };
     let rect = popup(area, 70, area.height.saturating_sub(4).max(8));
-    frame.render_widget(Clear, rect);
-    let b = block(
+    let list = app.filtered_presets();
+    let items = list
+        .iter()
+        .map(|p| format!("{}{}", p.name, if p.builtin { " (built-in)" } else { "" }))
+        .collect();
+    let foot_area = list_overlay(
+        frame,
+        rect,
         " Presets: filter, Enter loads (stacks), Del, F2 rename, Ctrl-U update ",
-        true,
+        format!("filter: {}_", filter.text()),
+        items,
+        *selected,
         theme,
     );
-    let inner = b.inner(rect);
-    frame.render_widget(b, rect);
-    let rows = Layout::default()
-        .direction(Direction::Vertical)
-        .constraints([
-            Constraint::Length(1),
-            Constraint::Min(1),
-            Constraint::Length(2),
-        ])
-        .split(inner);
-    frame.render_widget(
-        Paragraph::new(format!("filter: {}_", filter.text())),
-        rows[0],
-    );
-    let list = app.filtered_presets();
-    let height = usize::from(rows[1].height);
-    let start = selected.saturating_sub(height.saturating_sub(1));
-    let lines: Vec<Line> = list
-        .iter()
-        .enumerate()
-        .skip(start)
-        .take(height)
-        .map(|(i, p)| {
-            let mut style = Style::default();
-            if i == *selected {
-                style = style.add_modifier(Modifier::REVERSED);
-            }
-            let tag = if p.builtin { " (built-in)" } else { "" };
-            Line::styled(format!("{}{tag}", p.name), style)
-        })
-        .collect();
-    frame.render_widget(Paragraph::new(lines), rows[1]);
     let foot = match (confirm_delete, list.get(*selected)) {
         _ if rename.is_some() => Line::from(format!(
             "rename to: {}_ (Enter renames, Esc keeps)",
@@ -577,7 +596,7 @@ fn presets_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     frame.render_widget(
         Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),
-        rows[2],
+        foot_area,
     );
 }
 
@@ -595,39 +614,10 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         area.width.saturating_sub(4).max(20),
         area.height.saturating_sub(4).max(8),
     );
-    frame.render_widget(Clear, rect);
-    let b = block(
-        " Gallery: search, Enter loads, Del trashes, Ctrl-F fav, Ctrl-O opens ",
-        true,
-        theme,
-    );
-    let inner = b.inner(rect);
-    frame.render_widget(b, rect);
-    let rows = Layout::default()
-        .direction(Direction::Vertical)
-        .constraints([
-            Constraint::Length(1),
-            Constraint::Min(1),
-            Constraint::Length(2),
-        ])
-        .split(inner);
-    frame.render_widget(
-        Paragraph::new(format!("search: {}_", filter.text())),
-        rows[0],
-    );
     let list = app.filtered_gallery();
-    let height = usize::from(rows[1].height);
-    let start = selected.saturating_sub(height.saturating_sub(1));
-    let lines: Vec<Line> = list
+    let items: Vec<String> = list
         .iter()
-        .enumerate()
-        .skip(start)
-        .take(height)
-        .map(|(i, g)| {
-            let mut style = Style::default();
-            if i == *selected {
-                style = style.add_modifier(Modifier::REVERSED);
-            }
+        .map(|g| {
             let star = if g.favourite { "*" } else { " " };
             let time: String = g
                 .time
@@ -636,14 +626,20 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
                 .collect::<String>()
                 .replace('T', " ");
             let prompt = g.recipe.prompt.replace('\n', " ");
-            Line::styled(
-                format!("{star} {time} seed {} {prompt}", g.recipe.seed),
-                style,
-            )
+            format!("{star} {time} seed {} {prompt}", g.recipe.seed)
         })
         .collect();
-    let empty = lines.is_empty();
-    frame.render_widget(Paragraph::new(lines), rows[1]);
+    let empty = items.is_empty();
+    let foot_area = list_overlay(
+        frame,
+        rect,
+        " Gallery: search, Enter loads, Del trashes, Ctrl-F fav, Ctrl-O opens ",
+        format!("search: {}_", filter.text()),
+        items,
+        *selected,
+        theme,
+    );
+
     let foot = match (confirm_delete, list.get(*selected)) {
         (Some(path), _) => Line::styled(
             format!("move {} to the trash? y/n", path.display()),
@@ -663,6 +659,6 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
     };
     frame.render_widget(
         Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),
-        rows[2],
+        foot_area,
     );
 }

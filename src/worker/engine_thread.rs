@@ -1,5 +1,5 @@
 //! The worker thread's loop: load (or keep) the model, render each job's images, report.
-use super::{Event, Flags, Job, Picture, WorkerConfig};
+use super::{Event, Flags, Job, Picture, Placement, Queued, WorkerConfig};
 use crate::engine::device::{device_name, kind_name};
 use crate::engine::lora::{prompt_tags, LoraSpec};
 use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 use std::time::Instant;
 
 struct Loaded {
@@ -20,13 +20,13 @@ struct Loaded {
 
 pub(super) fn run(
     config: &WorkerConfig,
-    jobs: &Receiver<(Job, Arc<AtomicBool>)>,
+    jobs: &Receiver<Queued>,
     events: &Sender<Event>,
     flags: &Flags,
 ) {
     let _guard = tch::no_grad_guard();
     let mut loaded: Option<Loaded> = None;
-    for (job, cancel) in jobs.iter() {
+    for (job, cancel, placement) in jobs.iter() {
         let id = job.id;
         let event = if cancel.load(Ordering::SeqCst) {
             Event::Cancelled {
@@ -38,7 +38,14 @@ pub(super) fn run(
             // fails with the reason and the worker lives on, with the model loaded afresh.
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 crate::fault::worker_job();
-                render_job(config, &job, &cancel, &mut loaded, events)
+                render_job(
+                    config,
+                    &job,
+                    placement.as_ref(),
+                    &cancel,
+                    &mut loaded,
+                    events,
+                )
             }));
             match outcome {
                 Ok(Ok(Outcome::Done(paths))) => Event::Done { id, paths },
@@ -82,6 +89,7 @@ enum Outcome {
 fn render_job(
     config: &WorkerConfig,
     job: &Job,
+    placement: Option<&Placement>,
     cancel: &AtomicBool,
     loaded: &mut Option<Loaded>,
     events: &Sender<Event>,
@@ -110,7 +118,17 @@ fn render_job(
     let _ = events.send(Event::Started { id: job.id, seed });
     let (device, dtype) = (device_name(sd.device()), kind_name(sd.kind()));
     let name = sd.name();
-    let target = OutputTarget::Dir(config.out_dir.clone());
+    let target = match placement {
+        Some(p) if job.count > 1 => {
+            return Err(format!(
+                "{} can hold one image, not {}: submit one job per image",
+                p.path.display(),
+                job.count
+            ))
+        }
+        Some(p) => OutputTarget::File(p.path.clone()),
+        None => OutputTarget::Dir(config.out_dir.clone()),
+    };
     let stamp = naming::stamp(chrono::Local::now());
     let count = job.count.max(1);
     let mut paths = Vec::new();
@@ -128,6 +146,9 @@ fn render_job(
         let mut recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
             .map_err(|e| e.to_string())?;
         recipe.loras = job.loras.clone();
+        if let Some(p) = placement {
+            recipe.prompt_template.clone_from(&p.prompt_template);
+        }
         let mut note = |message| {
             let _ = events.send(Event::Note { message });
         };

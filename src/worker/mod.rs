@@ -26,6 +26,14 @@ pub struct Job {
     pub loras: Vec<RecipeLora>,
 }
 
+/// Where a job's one image goes instead of a new name in the worker's folder (a batch plan's
+/// file name, replaced if it exists), and the wildcard template its recipe records.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    pub path: PathBuf,
+    pub prompt_template: Option<String>,
+}
+
 /// An 8-bit RGB picture (a finished image or a latent preview), row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Picture {
@@ -145,11 +153,12 @@ impl WorkerHandle for Worker {
 }
 
 type Flags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;
+type Queued = (Job, Arc<AtomicBool>, Option<Placement>);
 
 /// The handle a face holds: submit jobs, cancel them, read events. Dropping it cancels what is
 /// left and lets the thread end.
 pub struct Worker {
-    jobs: Option<Sender<(Job, Arc<AtomicBool>)>>,
+    jobs: Option<Sender<Queued>>,
     events: Receiver<Event>,
     flags: Flags,
     thread: Option<JoinHandle<()>>,
@@ -174,9 +183,21 @@ impl Worker {
 
     /// Queues a job; it runs after the ones before it.
     pub fn submit(&self, job: Job) -> Result<(), String> {
+        self.queue(job, None)
+    }
+
+    /// Queues a job of one image written to `placement`'s path.
+    pub fn submit_placed(&self, job: Job, placement: Placement) -> Result<(), String> {
+        self.queue(job, Some(placement))
+    }
+
+    fn queue(&self, job: Job, placement: Option<Placement>) -> Result<(), String> {
         let flag = Arc::new(AtomicBool::new(false));
         self.lock_flags().insert(job.id, Arc::clone(&flag));
-        let sent = self.jobs.as_ref().map(|tx| tx.send((job, flag)).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .map(|tx| tx.send((job, flag, placement)).is_ok());
         if sent == Some(true) {
             Ok(())
         } else {

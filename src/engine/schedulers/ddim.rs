@@ -46,12 +46,6 @@ impl Ddim {
 }
 
 impl Scheduler for Ddim {
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_alpha(
             &self.alphas_cumprod,
@@ -63,14 +57,6 @@ impl Scheduler for Ddim {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
-        sample.shallow_clone()
     }
 
     fn step(

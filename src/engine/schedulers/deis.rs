@@ -146,26 +146,12 @@ impl Scheduler for DeisMultistep {
         Some(DeisMultistep::sigmas(self))
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_alpha_sigma(self.sigmas.get(entry).copied(), original, noise)
     }
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
-        sample.shallow_clone()
     }
 
     fn step(

@@ -307,12 +307,6 @@ fn spaced_timesteps(
 }
 
 impl Scheduler for DpmSolverMultistep {
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_alpha_sigma(self.sigmas.get(entry).copied(), original, noise)
     }
@@ -323,14 +317,6 @@ impl Scheduler for DpmSolverMultistep {
 
     fn sigmas(&self) -> Option<Vec<f64>> {
         Some(self.sigmas.iter().map(|&s| f64::from(s)).collect())
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
-        sample.shallow_clone()
     }
 
     /// The SDE variant draws `noise(model_output.size())` at every step, before the update.

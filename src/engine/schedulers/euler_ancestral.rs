@@ -48,12 +48,6 @@ impl Scheduler for EulerAncestralDiscrete {
         Some(self.sigmas.clone())
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_sigma(self.schedule.sigmas.get(entry).copied(), original, noise)
     }

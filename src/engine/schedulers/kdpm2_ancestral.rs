@@ -87,8 +87,6 @@ impl Scheduler for Kdpm2AncestralDiscrete {
         2
     }
 
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_sigma(self.sigmas.get(entry).copied(), original, noise)
     }

@@ -98,12 +98,6 @@ pub(crate) fn predict_original(
 }
 
 impl Scheduler for Lcm {
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_alpha(
             &self.alphas_cumprod,
@@ -115,14 +109,6 @@ impl Scheduler for Lcm {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
-        sample.shallow_clone()
     }
 
     /// Draws `noise(model_output.size())` once on every step but the last, after the

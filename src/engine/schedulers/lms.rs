@@ -62,12 +62,6 @@ impl LmsDiscrete {
 }
 
 impl Scheduler for LmsDiscrete {
-    fn order(&self) -> usize {
-        1
-    }
-
-    fn set_begin_index(&mut self, _begin: usize) {}
-
     fn add_noise(&self, original: &Tensor, noise: &Tensor, entry: usize) -> Tensor {
         img2img::by_sigma(self.sigmas.get(entry).copied(), original, noise)
     }

@@ -112,11 +112,17 @@ pub trait Scheduler: Send {
     /// The model timesteps, one per step, in the order the pipeline uses them.
     fn timesteps(&self) -> &[f64];
 
-    /// How much the initial Gaussian noise is scaled (diffusers' `init_noise_sigma`).
-    fn init_noise_sigma(&self) -> f64;
+    /// How much the initial Gaussian noise is scaled (diffusers' `init_noise_sigma`): 1 for
+    /// the samplers that work on alphas; the sigma-based ones override it.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
-    /// The input the model sees at step `step` (diffusers' `scale_model_input`).
-    fn scale_model_input(&self, sample: &Tensor, step: usize) -> Tensor;
+    /// The input the model sees at step `step` (diffusers' `scale_model_input`): the sample
+    /// itself for alpha-based samplers; sigma-based ones scale it.
+    fn scale_model_input(&self, sample: &Tensor, _step: usize) -> Tensor {
+        sample.shallow_clone()
+    }
 
     /// One step from `sample` given the model's output at step `step`. `noise(shape)` draws
     /// standard normal noise for ancestral samplers: the pipeline decides the generator, dtype
@@ -131,7 +137,9 @@ pub trait Scheduler: Send {
 
     /// diffusers' `scheduler.order`: model evaluations per step (2 for heun, dpm2, dpm2_a and
     /// dpmpp_sde, whose `timesteps()` list each step but the last twice).
-    fn order(&self) -> usize;
+    fn order(&self) -> usize {
+        1
+    }
 
     /// img2img: the run starts at entry `begin` of `timesteps()` (diffusers' `set_begin_index`,
     /// which img2img pipelines call with `t_start * order`). Later `scale_model_input`/`step`
@@ -140,8 +148,9 @@ pub trait Scheduler: Send {
     /// easel's samplers keep their state (past model outputs, the first half of a two-stage
     /// step, step counters) empty until the first `step` and index everything by the entry it
     /// is given, as diffusers' step_index is after set_begin_index; so none needs more than
-    /// this call to start later, but a pipeline must make it, as diffusers' do.
-    fn set_begin_index(&mut self, begin: usize);
+    /// this call to start later (hence the no-op default), but a pipeline must make it, as
+    /// diffusers' do.
+    fn set_begin_index(&mut self, _begin: usize) {}
 
     /// diffusers' `add_noise(original, noise, timesteps[entry])` as this sampler computes it
     /// (from alphas_cumprod, or from the sigma of that entry for the Karras-style samplers).
