@@ -479,9 +479,10 @@ impl Translator {
         }
     }
 
-    fn finished(&self, id: u64) {
-        lock(&self.shared.pending).remove(&id);
+    /// Marks job `id` ended; false when it had ended already (its end is not told twice).
+    fn finished(&self, id: u64) -> bool {
         lock(&self.shared.files).remove(&id);
+        lock(&self.shared.pending).remove(&id)
     }
 
     fn translate(&mut self, reply: Reply) -> Option<Event> {
@@ -548,7 +549,9 @@ impl Translator {
             },
             Reply::Note { message } => Event::Note { message },
             Reply::Done { id, paths } => {
-                self.finished(id);
+                if !self.finished(id) {
+                    return None;
+                }
                 let paths = self.local_paths(&paths);
                 match self.unsaved.remove(&id) {
                     Some(message) => Event::Failed { id, message },
@@ -556,13 +559,17 @@ impl Translator {
                 }
             }
             Reply::Failed { id, message } => {
-                self.finished(id);
                 self.unsaved.remove(&id);
+                if !self.finished(id) {
+                    return None;
+                }
                 Event::Failed { id, message }
             }
             Reply::Cancelled { id, paths } => {
-                self.finished(id);
                 self.unsaved.remove(&id);
+                if !self.finished(id) {
+                    return None;
+                }
                 Event::Cancelled {
                     id,
                     paths: self.local_paths(&paths),
@@ -571,13 +578,10 @@ impl Translator {
             Reply::Error {
                 id: Some(id),
                 message,
-            } if lock(&self.shared.pending).contains(&id) => {
-                self.finished(id);
-                Event::Failed {
-                    id,
-                    message: format!("{}: {message}", self.host),
-                }
-            }
+            } if self.finished(id) => Event::Failed {
+                id,
+                message: format!("{}: {message}", self.host),
+            },
             Reply::Error { message, .. } => Event::Note {
                 message: format!("{}: {message}", self.host),
             },
