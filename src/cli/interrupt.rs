@@ -16,7 +16,9 @@ pub fn install() -> Result<&'static AtomicBool, String> {
             ctrlc::set_handler(|| {
                 if CANCEL.swap(true, Ordering::SeqCst) {
                     crate::output::atomic::remove_inflight();
-                    std::process::exit(i32::from(CANCELLED_EXIT));
+                    // _exit: libtorch's static destructors may crash while the render thread
+                    // is still inside libtorch. SAFETY: ends the process; nothing runs after.
+                    unsafe { libc::_exit(i32::from(CANCELLED_EXIT)) };
                 }
                 eprintln!("\nstopping after this step; press Ctrl-C again to quit at once");
             })

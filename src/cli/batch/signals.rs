@@ -20,7 +20,11 @@ pub fn install() -> Result<&'static AtomicI32, String> {
                     for signal in signals.forever() {
                         if STOP.swap(signal, Ordering::SeqCst) != 0 {
                             crate::output::atomic::remove_inflight();
-                            std::process::exit(128 + signal);
+                            // _exit, not exit: C++ static destructors (libtorch's) running
+                            // while another thread is inside libtorch can crash the process
+                            // instead of letting it end with the status shells expect.
+                            // SAFETY: ends the process; nothing runs after it.
+                            unsafe { libc::_exit(128 + signal) };
                         }
                         eprintln!(
                             "\nstopping after the image(s) being rendered; press Ctrl-C again to quit at once"
