@@ -59,6 +59,12 @@ ensure_test_tools() {
   fi
   command -v apt-get >/dev/null || { say "no apt-get: the tests needing ${missing[*]} ${lean[*]} will skip"; return 0; }
   say "installing ${missing[*]} ${lean[*]} for the terminal, ssh and Slurm tests (first time only)"
+  # The tests start sshd, munged and Slurm themselves on 127.0.0.1: keep the packages from
+  # starting (and enabling) system services on port 22 or anywhere else while they install.
+  local policy=/usr/sbin/policy-rc.d placed=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod 755 "$policy" && placed=1
+  fi
   "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
   if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
@@ -68,4 +74,6 @@ ensure_test_tools() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${lean[@]}" \
       >/dev/null 2>&1 || say "could not install ${lean[*]}: the Slurm batch test will skip"
   fi
+  [ -n "$placed" ] && "${sudo[@]}" rm -f "$policy"
+  return 0
 }
