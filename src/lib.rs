@@ -13,6 +13,7 @@ pub mod output;
 pub mod paths;
 pub mod presets;
 pub mod recipe;
+pub mod remote;
 pub mod render;
 pub mod store;
 pub mod tui;

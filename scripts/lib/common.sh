@@ -33,13 +33,15 @@ pip_install_once() {
   echo "$want" >"$stamp"
 }
 
-# Installs Debian packages that the terminal tests drive (tmux; xterm under Xvfb for sixel) and
-# the single-node Slurm of tests/batch_slurm.rs (slurm-wlm and munge without recommends, about
-# 15 s) when a command is missing and apt-get can run (root, or passwordless sudo). Otherwise
-# says which tests will skip; never fails the run for it.
+# Installs Debian packages that the terminal tests drive (tmux; xterm under Xvfb for sixel), the
+# OpenSSH server and client of tests/remote_ssh.rs (about 10 s), and the single-node Slurm of
+# tests/batch_slurm.rs (slurm-wlm and munge without recommends, about 15 s) when a command is
+# missing and apt-get can run (root, or passwordless sudo). Otherwise says which tests will skip;
+# never fails the run for it.
 ensure_test_tools() {
   local missing=() lean=() cmd pkg
-  for pair in tmux:tmux xterm:xterm Xvfb:xvfb xdotool:xdotool xwd:x11-apps; do
+  for pair in tmux:tmux xterm:xterm Xvfb:xvfb xdotool:xdotool xwd:x11-apps \
+      /usr/sbin/sshd:openssh-server ssh:openssh-client; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null || missing+=("$pkg")
   done
@@ -51,19 +53,27 @@ ensure_test_tools() {
   local sudo=()
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
-      say "not installing ${missing[*]} ${lean[*]} (needs root): the tmux/sixel studio tests and the Slurm batch test will skip"
+      say "not installing ${missing[*]} ${lean[*]} (needs root): the tmux/sixel studio tests, the ssh tests and the Slurm batch test will skip"
       return 0
     fi
   fi
   command -v apt-get >/dev/null || { say "no apt-get: the tests needing ${missing[*]} ${lean[*]} will skip"; return 0; }
-  say "installing ${missing[*]} ${lean[*]} for the terminal and Slurm tests (first time only)"
+  say "installing ${missing[*]} ${lean[*]} for the terminal, ssh and Slurm tests (first time only)"
+  # The tests start sshd, munged and Slurm themselves on 127.0.0.1: keep the packages from
+  # starting (and enabling) system services on port 22 or anywhere else while they install.
+  local policy=/usr/sbin/policy-rc.d placed=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod 755 "$policy" && placed=1
+  fi
   "${sudo[@]}" apt-get update -qq >/dev/null 2>&1 || true
   if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
-      || say "could not install ${missing[*]}: the tmux/sixel studio tests will skip"
+      || say "could not install ${missing[*]}: the tmux/sixel studio and ssh tests will skip"
   fi
   if [ ${#lean[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${lean[@]}" \
       >/dev/null 2>&1 || say "could not install ${lean[*]}: the Slurm batch test will skip"
   fi
+  [ -n "$placed" ] && "${sudo[@]}" rm -f "$policy"
+  return 0
 }

@@ -250,6 +250,9 @@ pub struct GenerateArgs {
 
     #[command(flatten)]
     pub memory: super::memory_flags::MemoryArgs,
+
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// The prompt argument, reading standard input for `-`; None when no prompt was given.
@@ -590,6 +593,9 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
         .map(|p| p.wildcards())
         .unwrap_or_else(|_| PathBuf::from("wildcards"));
     let plan = plan::build(&patch, &request, &mut Wildcards::new(&wildcard_dir))?;
+    if args.remote.remote.is_some() {
+        return crate::remote::generate::run(&args, &plan);
+    }
     // Jobs sharing a model and LoRA set (prompt tags may differ per job) share one load.
     let lora_dir = Paths::discover().ok().map(|p| p.loras());
     let mut groups: Vec<(String, Vec<LoraSpec>, Vec<&plan::Job>)> = Vec::new();

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod report;
 pub mod sheet;
 pub mod tui;
+pub mod worker;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
@@ -48,6 +49,8 @@ pub enum Command {
     Tui(Box<tui::TuiArgs>),
     /// Models by name: list, pull (from Hugging Face), add, rm, info, default.
     Models(models::ModelsArgs),
+    /// Serve renders over stdin/stdout for `--remote` (what `ssh HOST easel worker --stdio` runs).
+    Worker(worker::WorkerArgs),
 }
 
 /// Runs easel with the process's arguments.
@@ -76,6 +79,7 @@ where
         Some(Command::Preset(args)) => preset::run(args),
         Some(Command::Tui(args)) => tui::run(*args),
         Some(Command::Models(args)) => models::run(args),
+        Some(Command::Worker(args)) => worker::run(args),
         None => {
             use std::io::IsTerminal;
             // The studio needs a terminal both ways; in a pipe or a script, say what there is.

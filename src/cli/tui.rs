@@ -35,6 +35,9 @@ pub struct TuiArgs {
     /// A model to offer when none is chosen yet (scripts/run passes the tiny test model).
     #[arg(long, value_name = "PATH", hide = true)]
     pub demo_model: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
 }
 
 pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +49,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
         out_dir: args.out,
         device: args.device,
         dtype: args.dtype,
+        remote: args.remote,
     })
     .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)

@@ -20,7 +20,7 @@ pub mod zoom;
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;
 use crate::presets::PresetStore;
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{Worker, WorkerConfig, WorkerHandle};
 use app::App;
 use crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use images::{Graphics, Images};
@@ -49,6 +49,8 @@ pub struct TuiOptions {
     pub out_dir: PathBuf,
     pub device: DeviceChoice,
     pub dtype: DtypeChoice,
+    /// Render on another host over ssh (when `remote.remote` is set).
+    pub remote: crate::remote::RemoteArgs,
 }
 
 /// Everything the studio starts from, without the terminal (tests build this too).
@@ -142,22 +144,37 @@ impl Studio {
 /// Opens the studio on this terminal and runs until the user quits.
 pub fn run(options: TuiOptions) -> Result<(), String> {
     let mut studio = Studio::open(&options)?;
-    let worker = Worker::spawn(WorkerConfig {
-        device: options.device,
-        dtype: options.dtype,
-        out_dir: options.out_dir.clone(),
-        history: studio.paths.as_ref().map(Paths::history),
-        embeddings: studio
-            .paths
-            .as_ref()
-            .map(Paths::embeddings)
-            .filter(|p| p.is_dir())
-            .into_iter()
-            .collect(),
-        lora_dir: studio.paths.as_ref().map(Paths::loras),
-        preview_every: 1,
-    })
-    .map_err(|e| format!("cannot start the render worker: {e}"))?;
+    let local = || {
+        Worker::spawn(WorkerConfig {
+            device: options.device,
+            dtype: options.dtype,
+            out_dir: options.out_dir.clone(),
+            history: studio.paths.as_ref().map(Paths::history),
+            embeddings: studio
+                .paths
+                .as_ref()
+                .map(Paths::embeddings)
+                .filter(|p| p.is_dir())
+                .into_iter()
+                .collect(),
+            lora_dir: studio.paths.as_ref().map(Paths::loras),
+            preview_every: 1,
+        })
+        .map_err(|e| format!("cannot start the render worker: {e}"))
+    };
+    let history = studio.paths.as_ref().map(Paths::history);
+    let (worker, connected): (Box<dyn WorkerHandle>, _) =
+        match options.remote.options(&options.out_dir, history) {
+            Some(remote) => {
+                let remote = connect_remote(remote, &options)?;
+                let summary = remote.summary();
+                (Box::new(remote), Some(summary))
+            }
+            None => (Box::new(local()?), None),
+        };
+    if let Some(summary) = connected {
+        studio.app.info(summary);
+    }
     let stop =
         terminal::termination_flag().map_err(|e| format!("cannot watch for signals: {e}"))?;
     let guard =
@@ -243,7 +260,7 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                     quit = true;
                     continue;
                 }
-                if let Some(next) = perform(&studio, &worker, effect) {
+                if let Some(next) = perform(&studio, &*worker, effect) {
                     queue.extend(update(&mut studio.app, next));
                 }
             }
@@ -307,6 +324,18 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
     result.and(saved)
 }
 
+/// Connects before the terminal is taken over, so ssh may still ask for a password.
+fn connect_remote(
+    mut remote: crate::remote::RemoteOptions,
+    options: &TuiOptions,
+) -> Result<crate::remote::RemoteWorker, String> {
+    remote.device = Some(options.device.to_string());
+    remote.dtype = Some(options.dtype.to_string());
+    remote.preview_every = 1;
+    eprintln!("connecting to {}", remote.host);
+    crate::remote::RemoteWorker::connect(&remote).map_err(|e| e.to_string())
+}
+
 fn term_action(studio: &Studio, e: TermEvent, dirty: &mut bool) -> Option<Action> {
     match e {
         TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
@@ -336,7 +365,7 @@ fn term_action(studio: &Studio, e: TermEvent, dirty: &mut bool) -> Option<Action
 }
 
 /// Carries out one effect; what it found comes back as the next action.
-fn perform(studio: &Studio, worker: &Worker, effect: Effect) -> Option<Action> {
+fn perform(studio: &Studio, worker: &dyn WorkerHandle, effect: Effect) -> Option<Action> {
     let no_store = || {
         Action::EffectFailed(
             "easel has no folder for its files (presets, history): set EASEL_HOME to a folder it may use".into(),

@@ -14,13 +14,15 @@ use std::thread::JoinHandle;
 
 /// One render request: `count` images with seeds `seed`, `seed + 1`, ... (a random seed is
 /// drawn when `seed` is None), each written as its own PNG, as `easel generate --batch`.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized as is by the remote protocol (src/remote).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub id: u64,
     /// The model must be set; unset fields take the model's defaults.
     pub patch: RecipePatch,
     pub count: u32,
     /// LoRAs to fuse (besides those the prompt's `<lora:NAME:W>` tags name), as `--lora`.
+    #[serde(default)]
     pub loras: Vec<RecipeLora>,
 }
 
@@ -115,6 +117,39 @@ pub struct WorkerConfig {
     pub lora_dir: Option<PathBuf>,
     /// Send a latent preview every this many steps (0: never).
     pub preview_every: usize,
+}
+
+/// What a face needs from a worker, so the studio takes the local one or a remote one
+/// (src/remote) alike.
+pub trait WorkerHandle {
+    /// Queues a job; it runs after the ones before it.
+    fn submit(&self, job: Job) -> Result<(), String>;
+    /// A running job stops before its next step; a queued one never starts.
+    fn cancel(&self, id: u64);
+    /// The next event, if one is waiting; never blocks.
+    fn try_event(&self) -> Option<Event>;
+    /// Waits up to `timeout` for an event.
+    fn wait_event(&self, timeout: std::time::Duration) -> Option<Event>;
+    /// Cancels everything and waits at most `limit` for the end; whether it ended.
+    fn shutdown_within(self: Box<Self>, limit: std::time::Duration) -> bool;
+}
+
+impl WorkerHandle for Worker {
+    fn submit(&self, job: Job) -> Result<(), String> {
+        Worker::submit(self, job)
+    }
+    fn cancel(&self, id: u64) {
+        Worker::cancel(self, id);
+    }
+    fn try_event(&self) -> Option<Event> {
+        Worker::try_event(self)
+    }
+    fn wait_event(&self, timeout: std::time::Duration) -> Option<Event> {
+        Worker::wait_event(self, timeout)
+    }
+    fn shutdown_within(self: Box<Self>, limit: std::time::Duration) -> bool {
+        Worker::shutdown_within(*self, limit)
+    }
 }
 
 type Flags = Arc<Mutex<HashMap<u64, Arc<AtomicBool>>>>;

@@ -1,0 +1,399 @@
+//! `easel worker --stdio` on the tiny model, driven through pipes (no ssh): the handshake, a
+//! render whose PNG has `easel generate`'s pixels and recipe, cancel within a step, and the end
+//! on EOF; then `RemoteWorker` and `easel generate --remote` through a stand-in for ssh that runs
+//! the remote command here.
+mod remote_support;
+
+use easel::remote::protocol::{self, Reply, Request};
+use easel::remote::RemoteWorker;
+use easel::worker::{Event, Job};
+use remote_support::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn submit(id: u64, patch: easel::recipe::RecipePatch) -> Request {
+    Request::Submit {
+        job: Job {
+            id,
+            patch,
+            count: 1,
+            loras: Vec::new(),
+        },
+    }
+}
+
+fn recipe_of(bytes: &[u8], dir: &Path) -> easel::recipe::Recipe {
+    let path = dir.join("recipe-probe.png");
+    std::fs::write(&path, bytes).unwrap();
+    easel::output::png::read_recipe(&path)
+        .unwrap()
+        .expect("the PNG carries its recipe")
+}
+
+#[test]
+fn a_render_over_pipes_has_generates_pixels_and_recipe() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(tiny_sd1(), models.join("tiny-sd1")).unwrap();
+    std::fs::write(models.join("notes.txt"), "not a model").unwrap();
+    let mut pipe = Pipe::start(
+        &["--models", &models.display().to_string()],
+        &root.path().join("home"),
+    );
+    pipe.send(&hello(1));
+    let Reply::Welcome(welcome) = pipe.recv(30) else {
+        panic!("no welcome")
+    };
+    assert_eq!(welcome.models, vec!["tiny-sd1"]);
+    assert_eq!(welcome.models_dir, Some(models.display().to_string()));
+    assert_eq!(welcome.kept_in, None);
+    // The model by its name in the models folder.
+    let mut patch = fox_patch(4);
+    patch.model = Some("tiny-sd1".into());
+    pipe.send(&submit(1, patch));
+    let replies = pipe.until(120, |r| {
+        matches!(r, Reply::Done { .. } | Reply::Failed { .. })
+    });
+    let steps: Vec<usize> = replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Progress { step, preview, .. } => {
+                let p = preview.as_ref().expect("a preview every step");
+                let pic = protocol::decode_preview(p).unwrap();
+                assert!(pic.width.max(pic.height) <= protocol::PREVIEW_MAX_SIDE);
+                assert_eq!((pic.width, pic.height), (p.width, p.height));
+                Some(*step)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4], "{}", summary(&replies));
+    assert!(replies.contains(&Reply::Started { id: 1, seed: 7 }));
+    let (png, remote_path) = replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Image {
+                id: 1,
+                png,
+                remote_path,
+                name,
+                ..
+            } => {
+                assert!(remote_path.ends_with(name.as_str()));
+                Some((protocol::base64_decode(png).unwrap(), remote_path.clone()))
+            }
+            _ => None,
+        })
+        .expect("the image came back");
+    assert_eq!(
+        replies.last(),
+        Some(&Reply::Done {
+            id: 1,
+            paths: vec![remote_path.clone()]
+        })
+    );
+    assert!(
+        !Path::new(&remote_path).exists(),
+        "without keep, the host's copy is gone"
+    );
+    let local = local_render(root.path(), 4);
+    let reference = std::fs::read(&local).unwrap();
+    assert_eq!(
+        rgb(&png),
+        rgb(&reference),
+        "the same pixels as easel generate"
+    );
+    let mut remote_recipe = recipe_of(&png, root.path());
+    let local_recipe = recipe_of(&reference, root.path());
+    assert_eq!(
+        remote_recipe.model,
+        models.join("tiny-sd1").display().to_string()
+    );
+    remote_recipe.model = local_recipe.model.clone();
+    assert_eq!(
+        remote_recipe, local_recipe,
+        "the same recipe as easel generate"
+    );
+    pipe.hang_up();
+    assert_eq!(pipe.exit_within(20), Some(0));
+}
+
+#[test]
+fn cancel_stops_within_a_step_and_eof_ends_the_worker() {
+    let root = tempfile::tempdir().unwrap();
+    let mut pipe = Pipe::start(&[], root.path());
+    pipe.send(&hello(0));
+    assert!(matches!(pipe.recv(30), Reply::Welcome(_)));
+    pipe.send(&submit(1, fox_patch(500)));
+    pipe.until(120, |r| matches!(r, Reply::Progress { step: 2, .. }));
+    pipe.send(&Request::Cancel { id: 1 });
+    let replies = pipe.until(60, |r| {
+        matches!(
+            r,
+            Reply::Cancelled { .. } | Reply::Done { .. } | Reply::Failed { .. }
+        )
+    });
+    assert_eq!(
+        replies.last(),
+        Some(&Reply::Cancelled {
+            id: 1,
+            paths: Vec::new()
+        }),
+        "{}",
+        summary(&replies)
+    );
+    let more = replies
+        .iter()
+        .filter(|r| matches!(r, Reply::Progress { .. }))
+        .count();
+    assert!(more <= 3, "{more} steps ran after the cancel");
+    // The worker serves on: the next job renders.
+    pipe.send(&submit(2, fox_patch(500)));
+    pipe.until(120, |r| matches!(r, Reply::Progress { id: 2, step: 1, .. }));
+    // The connection drops mid-render: the job stops and the process ends.
+    pipe.hang_up();
+    assert_eq!(
+        pipe.exit_within(10),
+        Some(0),
+        "the worker ends within seconds of EOF"
+    );
+}
+
+/// A stand-in host: its own home folder (the remote side's cwd and EASEL_HOME).
+fn fake_host(root: &Path) -> String {
+    let ssh = fake_ssh(root);
+    let home = root.join("host-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let script = std::fs::read_to_string(&ssh).unwrap().replace(
+        "exec sh -c",
+        &format!(
+            "cd '{}' && EASEL_HOME='{}' exec sh -c",
+            home.display(),
+            home.display()
+        ),
+    );
+    std::fs::write(&ssh, script).unwrap();
+    ssh.display().to_string()
+}
+
+/// Events until `stop` says so; panics after two minutes.
+fn wait_for(w: &RemoteWorker, mut stop: impl FnMut(&Event) -> bool) -> Vec<Event> {
+    let start = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while start.elapsed() < Duration::from_secs(120) {
+        let Some(e) = w.wait_event(Duration::from_millis(100)) else {
+            continue;
+        };
+        let done = stop(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no end in two minutes; events so far: {seen:?}");
+}
+
+#[test]
+fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let out = root.path().join("local-out");
+    let history = root.path().join("history.jsonl");
+    let mut options = remote_options("me@gpu-box", &ssh, &out, Some(history.clone()));
+    options.keep = true;
+    let worker = RemoteWorker::connect(&options).unwrap();
+    assert!(
+        worker
+            .summary()
+            .starts_with("connected to me@gpu-box: easel "),
+        "{}",
+        worker.summary()
+    );
+    let kept_in = worker.welcome().kept_in.clone().expect("kept");
+    worker
+        .submit(Job {
+            id: 1,
+            patch: fox_patch(4),
+            count: 1,
+            loras: Vec::new(),
+        })
+        .unwrap();
+    let events = wait_for(&worker, |e| {
+        matches!(e, Event::Done { .. } | Event::Failed { .. })
+    });
+    let loaded = events.iter().find_map(|e| match e {
+        Event::Loaded { device, .. } => Some(device.clone()),
+        _ => None,
+    });
+    assert_eq!(loaded.as_deref(), Some("gpu-box:cpu"));
+    let previews = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Progress {
+                    preview: Some(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(previews, 4, "{events:?}");
+    let Some(Event::Image { path, picture, .. }) =
+        events.iter().find(|e| matches!(e, Event::Image { .. }))
+    else {
+        panic!("no image: {events:?}")
+    };
+    assert_eq!(
+        path.parent(),
+        Some(out.as_path()),
+        "saved in the local folder"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&Event::Done {
+            id: 1,
+            paths: vec![path.clone()]
+        })
+    );
+    let reference = std::fs::read(local_render(root.path(), 4)).unwrap();
+    let saved = std::fs::read(path).unwrap();
+    assert_eq!(rgb(&saved), rgb(&reference));
+    assert_eq!(
+        (picture.width, picture.height, &picture.rgb),
+        (rgb(&saved).0, rgb(&saved).1, &rgb(&saved).2)
+    );
+    let recipe = easel::output::png::read_recipe(path).unwrap().unwrap();
+    assert_eq!((recipe.seed, recipe.steps), (7, 4));
+    let recorded = std::fs::read_to_string(&history).unwrap();
+    assert!(recorded.contains(&path.display().to_string()), "{recorded}");
+    // Kept on the host too, under the same name, in the worker's --out (its cwd's outputs/).
+    let host_copy = root
+        .path()
+        .join("host-home")
+        .join(&kept_in)
+        .join(path.file_name().unwrap());
+    assert_eq!(std::fs::read(&host_copy).unwrap(), saved);
+
+    // A job's image to a given file; the same name in the folder again gets a suffix.
+    let file = root.path().join("exact/fox.png");
+    worker.set_file(2, file.clone());
+    for id in [2, 3] {
+        worker
+            .submit(Job {
+                id,
+                patch: fox_patch(1),
+                count: 1,
+                loras: Vec::new(),
+            })
+            .unwrap();
+        let events = wait_for(&worker, |e| {
+            matches!(e, Event::Done { .. } | Event::Failed { .. })
+        });
+        match events.last() {
+            Some(Event::Done { paths, .. }) if id == 2 => assert_eq!(paths, &vec![file.clone()]),
+            Some(Event::Done { paths, .. }) => assert_eq!(paths[0].parent(), Some(out.as_path())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(file.is_file());
+
+    // The connection drops mid-render (the transport killed): the job fails, saying so.
+    worker
+        .submit(Job {
+            id: 4,
+            patch: fox_patch(500),
+            count: 1,
+            loras: Vec::new(),
+        })
+        .unwrap();
+    wait_for(&worker, |e| matches!(e, Event::Progress { id: 4, .. }));
+    let pid = worker.transport_pid();
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let events = wait_for(&worker, |e| {
+        matches!(e, Event::Failed { .. } | Event::Done { .. })
+    });
+    match events.last() {
+        Some(Event::Failed { id: 4, message }) => assert!(
+            message.starts_with("the connection to me@gpu-box was lost: "),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let err = worker
+        .submit(Job {
+            id: 5,
+            patch: fox_patch(1),
+            count: 1,
+            loras: Vec::new(),
+        })
+        .unwrap_err();
+    assert!(err.contains("was lost"), "{err}");
+    assert!(worker.shutdown_within(Duration::from_secs(5)));
+}
+
+#[test]
+fn generate_remote_saves_here_with_generates_pixels() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let out = root.path().join("shots");
+    let run = Command::new(easel_bin())
+        .args([
+            "generate",
+            "a red fox",
+            "--seed",
+            "7",
+            "--steps",
+            "4",
+            "--batch",
+            "2",
+        ])
+        .arg("--model")
+        .arg(tiny_sd1())
+        .arg("--out")
+        .arg(format!("{}/", out.display()))
+        .args(["--remote", "gpu-box", "--remote-easel"])
+        .arg(easel_bin())
+        .env("EASEL_SSH", &ssh)
+        .env("EASEL_HOME", root.path().join("local-home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("connected to gpu-box"), "{stderr}");
+    assert!(stderr.contains("[2/2] seed 8 on gpu-box"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let paths: Vec<&str> = stdout.lines().collect();
+    assert_eq!(paths.len(), 2, "{stdout}");
+    let first = std::fs::read(paths[0]).unwrap();
+    let reference = std::fs::read(local_render(root.path(), 4)).unwrap();
+    assert_eq!(rgb(&first), rgb(&reference));
+    let second = easel::output::png::read_recipe(Path::new(paths[1]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.seed, 8);
+    assert!(Path::new(paths[1]).starts_with(&out));
+    // What needs files here is refused before connecting.
+    let refused = Command::new(easel_bin())
+        .args([
+            "generate",
+            "x",
+            "--embeddings",
+            "/tmp",
+            "--remote",
+            "gpu-box",
+        ])
+        .arg("--model")
+        .arg(tiny_sd1())
+        .env("EASEL_SSH", "/nonexistent/ssh")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("--embeddings is not supported with --remote"),
+        "{stderr}"
+    );
+}
