@@ -396,4 +396,18 @@ fn generate_remote_saves_here_with_generates_pixels() {
         stderr.contains("--embeddings is not supported with --remote"),
         "{stderr}"
     );
+    for flag in ["--low-memory", "--vae-tiling"] {
+        let refused = Command::new(easel_bin())
+            .args(["generate", "x", flag, "--remote", "gpu-box", "--model"])
+            .arg(tiny_sd1())
+            .env("EASEL_SSH", "/nonexistent/ssh")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(
+            stderr.contains(&format!("{flag} is not supported with --remote")),
+            "{stderr}"
+        );
+    }
 }

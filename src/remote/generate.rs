@@ -23,6 +23,10 @@ fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
         (args.vae.is_some(), "--vae"),
         (args.model_config.is_some(), "--model-config"),
         (args.embeddings.is_some(), "--embeddings"),
+        // The host's worker has no way to take these yet.
+        (args.memory.vae_tiling, "--vae-tiling"),
+        (args.memory.low_memory, "--low-memory"),
+        (args.memory.fast_decoder.is_some(), "--fast-decoder"),
         (
             plan.jobs.iter().any(|j| j.patch.init_image.is_some()),
             "--init-image",
@@ -31,7 +35,8 @@ fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
         if given {
             bail!(
                 "{flag} is not supported with --remote yet: run easel generate on the host \
-                 itself for it (the host's embeddings/ folder is used by name)"
+                 itself for it (the host's embeddings/ folder is used by name; images above \
+                 1024x1024 are decoded in tiles there anyway)"
             );
         }
     }
