@@ -2,58 +2,11 @@
 //! by `easel models default`, and its worker loads that name and renders with it. The real
 //! binary in tmux, as tests/tui_e2e.rs drives it; skips (saying why) only without tmux.
 mod common;
+mod tmux_support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", &self.session])
-    }
-
-    /// Polls the screen until `want` shows; panics after `secs` with the last screen.
-    fn wait_for(&self, want: &str, secs: u64) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(want) {
-                return s;
-            }
-            if start.elapsed() > Duration::from_secs(secs) {
-                panic!("\"{want}\" did not appear in {secs} s; the screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        // A studio still running when the test fails must not outlive it.
-        if let Ok(out) = Command::new("tmux")
-            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("pkill").args(["-9", "-P", pid]).output();
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .output();
-    }
-}
+use tmux_support::Tmux;
 
 fn easel(home: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_easel"))
@@ -73,7 +26,7 @@ fn easel(home: &Path, args: &[&str]) -> String {
 
 #[test]
 fn the_studio_opens_on_the_default_model_and_renders_with_its_name() {
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux_support::tmux_present() {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
     }

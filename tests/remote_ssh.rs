@@ -4,6 +4,7 @@
 //! and the host's worker ends), `easel generate --remote`, and the studio in tmux.
 //! Skips, saying why, when sshd (or tmux, for the studio) is not installed.
 mod remote_support;
+mod tmux_support;
 
 use easel::remote::RemoteWorker;
 use easel::worker::{Event, Job};
@@ -11,6 +12,7 @@ use remote_support::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+use tmux_support::Tmux;
 
 fn job(id: u64, steps: usize) -> Job {
     Job {
@@ -158,55 +160,9 @@ fn renders_cancels_and_survives_a_dropped_connection_over_ssh() {
     assert_eq!(rgb(&std::fs::read(&file).unwrap()), rgb(&reference));
 }
 
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", &self.session])
-    }
-
-    fn wait_for(&self, want: &str, secs: u64) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(want) {
-                return s;
-            }
-            if start.elapsed() > Duration::from_secs(secs) {
-                panic!("\"{want}\" did not appear in {secs} s; the screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        if let Ok(out) = Command::new("tmux")
-            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("pkill").args(["-9", "-P", pid]).output();
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .output();
-    }
-}
-
 #[test]
 fn the_studio_renders_on_a_remote_host_in_tmux() {
-    if Command::new("tmux").arg("-V").output().is_err() {
+    if !tmux_support::tmux_present() {
         println!("skipped: tmux is not installed (apt-get install tmux)");
         return;
     }

@@ -1,75 +1,12 @@
 //! The real binary in tmux on the tiny model: type a prompt, render, watch progress and the
 //! finished file's path, save a preset, load it back, quit, and find the terminal restored.
 //! Skips (saying why) only when tmux is not installed.
+mod tmux_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", &self.session];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn text(&self, text: &str) {
-        self.run(&["send-keys", "-t", &self.session, "-l", text]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", &self.session])
-    }
-
-    /// Polls the screen until `want` shows, recording every screen seen; panics after `secs`.
-    fn wait_for(&self, want: &str, secs: u64, seen: &mut Vec<String>) -> String {
-        let start = Instant::now();
-        loop {
-            let s = self.screen();
-            if s.contains(want) {
-                return s;
-            }
-            seen.push(s.clone());
-            if start.elapsed() > Duration::from_secs(secs) {
-                panic!("\"{want}\" did not appear in {secs} s; the screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        // A studio still running when a test fails must not outlive the test run.
-        if let Ok(out) = Command::new("tmux")
-            .args(["list-panes", "-t", &self.session, "-F", "#{pane_pid}"])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("pkill").args(["-9", "-P", pid]).output();
-                let _ = Command::new("kill").args(["-9", pid]).output();
-            }
-        }
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .output();
-    }
-}
-
-fn tmux_present() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use tmux_support::{tmux_present, Tmux};
 
 fn write_session(home: &Path, model: &Path) {
     let data = home.join("data");
@@ -140,11 +77,11 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     let (tmux, root) = start_studio("main", "", "--device cpu --graphics halfblocks", (100, 30));
     let home = root.path().join("home");
     let mut seen = Vec::new();
-    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    tmux.wait_seen("Prompt 0/75", 30, &mut seen);
     tmux.text("a red fox");
-    tmux.wait_for("Prompt 3/75", 10, &mut seen);
+    tmux.wait_seen("Prompt 3/75", 10, &mut seen);
     tmux.keys(&["F5"]);
-    let done = tmux.wait_for("done: outputs/", 300, &mut seen);
+    let done = tmux.wait_seen("done: outputs/", 300, &mut seen);
     assert!(
         seen.iter()
             .any(|s| s.contains("step ") || s.contains("loading")),
@@ -163,10 +100,10 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
 
     // Save the settings as a preset, then load it back from the presets panel.
     tmux.keys(&["C-s"]);
-    tmux.wait_for("Save preset as", 10, &mut seen);
+    tmux.wait_seen("Save preset as", 10, &mut seen);
     tmux.text("e2efox");
     tmux.keys(&["Enter"]);
-    tmux.wait_for("saved preset e2efox", 10, &mut seen);
+    tmux.wait_seen("saved preset e2efox", 10, &mut seen);
     let preset = home.join("config/presets/e2efox.toml");
     let text = std::fs::read_to_string(&preset).unwrap();
     assert!(
@@ -174,11 +111,11 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
         "{text}"
     );
     tmux.keys(&["C-p"]);
-    tmux.wait_for("filter:", 10, &mut seen);
+    tmux.wait_seen("filter:", 10, &mut seen);
     tmux.text("e2e");
-    tmux.wait_for("sets: ", 10, &mut seen);
+    tmux.wait_seen("sets: ", 10, &mut seen);
     tmux.keys(&["Enter"]);
-    let stacked = tmux.wait_for("loaded preset e2efox", 10, &mut seen);
+    let stacked = tmux.wait_seen("loaded preset e2efox", 10, &mut seen);
     assert!(
         stacked.contains("a red fox, a red fox"),
         "presets stack onto the prompt:\n{stacked}"
@@ -186,7 +123,7 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
 
     // The gallery lists the render from the history: favourite it, load it, trash it.
     tmux.keys(&["C-g"]);
-    tmux.wait_for("seed 7 a red fox", 10, &mut seen);
+    tmux.wait_seen("seed 7 a red fox", 10, &mut seen);
     tmux.keys(&["C-f"]);
     let favourites = home.join("data/favourites.json");
     let start = Instant::now();
@@ -198,13 +135,13 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
         std::thread::sleep(Duration::from_millis(100));
     }
     tmux.keys(&["Enter"]);
-    tmux.wait_for("loaded the recipe of", 10, &mut seen);
+    tmux.wait_seen("loaded the recipe of", 10, &mut seen);
     tmux.keys(&["C-g"]);
-    tmux.wait_for("seed 7 a red fox", 10, &mut seen);
+    tmux.wait_seen("seed 7 a red fox", 10, &mut seen);
     tmux.keys(&["DC"]);
-    tmux.wait_for("to the trash? y/n", 10, &mut seen);
+    tmux.wait_seen("to the trash? y/n", 10, &mut seen);
     tmux.keys(&["y"]);
-    tmux.wait_for("data/trash/images", 10, &mut seen);
+    tmux.wait_seen("data/trash/images", 10, &mut seen);
     assert!(!png.exists(), "the image left the outputs folder");
     assert!(home
         .join("data/trash/images")
@@ -213,7 +150,7 @@ fn studio_renders_saves_a_preset_and_restores_the_terminal() {
     tmux.keys(&["Escape"]);
 
     tmux.keys(&["C-q"]);
-    let end = tmux.wait_for("END", 30, &mut seen);
+    let end = tmux.wait_seen("END", 30, &mut seen);
     assert_restored(&end, 0, "Prompt 3/75");
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(
@@ -249,13 +186,13 @@ fn signal_quits_cleanly(signal: &str) {
     let home = root.path().join("home");
     let mut seen = Vec::new();
     // --preset applies at start: the built-in draft preset's steps, size and negative prompt.
-    let first = tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    let first = tmux.wait_seen("Prompt 0/75", 30, &mut seen);
     assert!(
         first.contains("steps 12") && first.contains("512x512") && first.contains("lowres"),
         "{first}"
     );
     tmux.text("kept across a kill");
-    tmux.wait_for("kept across a kill", 10, &mut seen);
+    tmux.wait_seen("kept across a kill", 10, &mut seen);
     let killed = Command::new("pkill")
         // The shell's command line quotes the path, so this matches the studio alone.
         .args([
@@ -266,7 +203,7 @@ fn signal_quits_cleanly(signal: &str) {
         .status()
         .unwrap();
     assert!(killed.success(), "the studio process was found");
-    let end = tmux.wait_for("END", 30, &mut seen);
+    let end = tmux.wait_seen("END", 30, &mut seen);
     assert_restored(&end, 0, "kept across a kill");
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("kept across a kill"), "{session}");
@@ -365,21 +302,21 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
     );
     let home = root.path().join("home");
     let mut seen = Vec::new();
-    tmux.wait_for("Prompt 0/75", 30, &mut seen);
+    tmux.wait_seen("Prompt 0/75", 30, &mut seen);
     tmux.text("a crash test");
-    tmux.wait_for("Prompt 3/75", 10, &mut seen);
+    tmux.wait_seen("Prompt 3/75", 10, &mut seen);
     tmux.keys(&["F5"]);
-    let failed = tmux.wait_for("the engine failed", 60, &mut seen);
+    let failed = tmux.wait_seen("the engine failed", 60, &mut seen);
     assert!(failed.contains("injected worker panic"), "{failed}");
     assert!(
         failed.contains("Prompt 3/75"),
         "the studio is still up:\n{failed}"
     );
     tmux.keys(&["F5"]);
-    tmux.wait_for("done: outputs/", 300, &mut seen);
+    tmux.wait_seen("done: outputs/", 300, &mut seen);
 
     tmux.keys(&["F12"]);
-    let end = tmux.wait_for("END", 30, &mut seen);
+    let end = tmux.wait_seen("END", 30, &mut seen);
     assert_restored(&end, 1, "Prompt 3/75");
     assert!(
         end.contains("injected UI panic"),
