@@ -121,13 +121,7 @@ fn batch_writes_what_generate_writes_and_resumes_from_the_manifest() {
         text(&again.stderr)
     );
     std::fs::remove_file(out.join("none/light-2-1.png")).unwrap();
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status.stdout));
     assert!(text(&status.stdout).contains("3 of 4 images done, 1 missing, 0 failed"));
     assert!(text(&status.stdout).contains("missing none/light-2-1.png"));
@@ -234,13 +228,7 @@ fn failures_exit_nonzero_with_a_summary_and_json_events_tell_everything() {
     );
     assert!(stderr.contains("failed:\n  odd-0-2.png: "), "{stderr}");
     assert!(stderr.contains("not a multiple of 8"), "{stderr}");
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     assert_eq!(status.status.code(), Some(1));
     assert!(text(&status.stdout).contains("1 of 2 images done, 0 missing, 1 failed"));
 
@@ -354,15 +342,7 @@ fn sigterm_stops_after_the_current_image_and_a_rerun_finishes() {
             tiny()
         ),
     );
-    let mut child = easel(&home)
-        .args(["batch", "--json"])
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_json(&home, &plan, &out, Stdio::piped());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {
@@ -410,15 +390,7 @@ fn a_second_signal_quits_at_once_and_leaves_no_partial_file() {
             tiny()
         ),
     );
-    let mut child = easel(&home)
-        .args(["batch", "--json"])
-        .arg(&plan)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_json(&home, &plan, &out, Stdio::null());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     for line in lines.by_ref() {

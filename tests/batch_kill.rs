@@ -126,13 +126,7 @@ fn sigkill_at_random_points_neither_duplicates_nor_skips() {
         counts.values().all(|&n| n == 1),
         "recorded twice: {counts:?}"
     );
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     assert_eq!(status.status.code(), Some(0), "{}", text(&status.stdout));
 }
 
@@ -157,13 +151,7 @@ fn a_torn_manifest_line_is_ignored_and_its_image_made_again() {
         .unwrap()
         .to_string();
     std::fs::write(&path, &text_before[..last_start + last_line.len() / 2]).unwrap();
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     assert_eq!(status.status.code(), Some(1));
     assert!(
         text(&status.stdout).contains(&format!("missing {torn_path}")),

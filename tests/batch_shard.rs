@@ -100,13 +100,7 @@ fn shards_are_disjoint_run_together_and_equal_one_run() {
         pngs(&out).keys().cloned().collect::<BTreeSet<_>>(),
         parts[0]
     );
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     let report = text(&status.stdout);
     assert_eq!(status.status.code(), Some(1), "{report}");
     assert!(
@@ -143,13 +137,7 @@ fn shards_are_disjoint_run_together_and_equal_one_run() {
             .collect();
         assert_eq!(&by_shard, part, "shard {}/3", k + 1);
     }
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     let report = text(&status.stdout);
     assert_eq!(status.status.code(), Some(0), "{report}");
     assert!(

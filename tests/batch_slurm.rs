@@ -275,13 +275,7 @@ fn a_slurm_job_array_renders_the_plan_in_shards() {
         }
         all
     };
-    let status = output(
-        easel(&home)
-            .args(["batch", "status"])
-            .arg(&plan)
-            .arg("--out")
-            .arg(&out),
-    );
+    let status = batch_status(&home, &plan, &out);
     assert_eq!(
         status.status.code(),
         Some(0),

@@ -29,6 +29,30 @@ pub fn write_plan(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// `easel batch status PLAN --out OUT`, run to its end.
+pub fn batch_status(home: &Path, plan: &Path, out: &Path) -> Output {
+    output(
+        easel(home)
+            .args(["batch", "status"])
+            .arg(plan)
+            .arg("--out")
+            .arg(out),
+    )
+}
+
+/// `easel batch --json PLAN --out OUT` started, its JSON events readable on stdout.
+pub fn spawn_json(home: &Path, plan: &Path, out: &Path, stderr: Stdio) -> std::process::Child {
+    easel(home)
+        .args(["batch", "--json"])
+        .arg(plan)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("easel starts")
+}
+
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output().expect("easel runs")
 }
