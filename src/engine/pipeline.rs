@@ -354,7 +354,7 @@ impl StableDiffusion {
             sliced_attention: self.memory.low_memory,
         };
         let shape = memory_estimate::ModelShape::from_configs(&self.unet_config, &self.vae_config);
-        let estimate = memory_estimate::estimate(&shape, &size, self.kind, self.device);
+        let estimate = memory_estimate::estimate(&shape, &size, self.kind);
         (size, estimate)
     }
 
