@@ -274,26 +274,7 @@ fn did_you_mean(key: &str) -> Option<&'static str> {
     KNOWN_KEYS
         .iter()
         .copied()
-        .find(|k| lower != *k && edit_distance(&lower, k) <= 2 && k.len() > 3)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
+        .find(|k| lower != *k && strsim::levenshtein(&lower, k) <= 2 && k.len() > 3)
 }
 
 #[cfg(test)]

@@ -382,8 +382,8 @@ fn unknown_key(key: &str, place: Place) -> String {
     }
     let hint = known
         .iter()
-        .filter(|k| edit_distance(k, &key.to_lowercase()) <= 2)
-        .min_by_key(|k| edit_distance(k, &key.to_lowercase()))
+        .filter(|k| strsim::levenshtein(k, &key.to_lowercase()) <= 2)
+        .min_by_key(|k| strsim::levenshtein(k, &key.to_lowercase()))
         .map(|k| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default();
     let extra = match (key, place) {
@@ -398,26 +398,6 @@ fn unknown_key(key: &str, place: Place) -> String {
         "unknown key `{key}`{hint}{extra}; known keys: {}",
         known.join(", ")
     )
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 fn kind(v: &Value) -> &'static str {
