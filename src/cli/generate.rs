@@ -15,7 +15,6 @@ use crate::output::naming::{self, OutputTarget};
 use crate::paths::Paths;
 use crate::recipe::{self, Recipe, RecipeError, RecipeLora, RecipePatch};
 use crate::render::{self, RenderError, Rendered};
-use crate::variations::contact_sheet;
 use crate::variations::grid::GridAxis;
 use crate::variations::wildcards::Wildcards;
 use anyhow::{bail, Context, Result};
@@ -865,33 +864,15 @@ impl Run<'_> {
     }
 
     fn write_sheet(&self, layout: &plan::SheetPlan) -> Result<()> {
-        let cells: Vec<&Image> = self.images.iter().flatten().collect();
-        let image = contact_sheet::draw(&contact_sheet::Sheet {
-            columns: layout.columns,
-            rows: layout.rows,
-            cells,
-            column_labels: layout.column_labels.clone(),
-            row_labels: layout.row_labels.clone(),
-        })?;
-        let cell_names: Vec<String> = self
-            .paths
-            .iter()
-            .flatten()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        let note = serde_json::json!({
-            "kind": layout.kind.name(),
-            "columns": layout.columns,
-            "rows": layout.rows,
-            "cells": cell_names,
-        });
         let seed = self.first_seed.unwrap_or_default();
-        let path = sheet::save(&self.target, &self.stamp, seed, layout.kind, &image, &note)?;
+        let (path, image) = sheet::draw_and_save(
+            &self.target,
+            &self.stamp,
+            seed,
+            layout,
+            &self.images,
+            &self.paths,
+        )?;
         if self.args.json {
             let report = serde_json::json!({
                 "sheet": path.display().to_string(),

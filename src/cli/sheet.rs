@@ -1,18 +1,56 @@
 //! Writing a contact sheet: next to its cells, atomically. For `--out name.png` the sheet is
 //! name.png itself (its cells are name-1.png, ...); in a folder it is
 //! `{stamp}-{seed}-grid.png` or `-matrix.png`, never replacing a file.
-use super::plan::SheetKind;
+use super::plan::{SheetKind, SheetPlan};
 use crate::engine::pipeline::Image;
 use crate::output::atomic::{parent_dir, write_atomic};
 use crate::output::naming::OutputTarget;
 use crate::output::png::{encode, TextChunk};
 use crate::output::OutputError;
+use crate::variations::contact_sheet;
 use anyhow::{Context, Result};
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
 /// The text chunk that marks a contact sheet (what it shows and which files are its cells).
 pub const SHEET_KEY: &str = "easel-sheet";
+
+/// Draws the sheet of `layout` from its finished cells and saves it (see `save`); the cells'
+/// file names go into its note. Returns where it went and the picture.
+pub fn draw_and_save(
+    target: &OutputTarget,
+    stamp: &str,
+    seed: u64,
+    layout: &SheetPlan,
+    cells: &[Option<Image>],
+    paths: &[Option<PathBuf>],
+) -> Result<(PathBuf, Image)> {
+    let image = contact_sheet::draw(&contact_sheet::Sheet {
+        columns: layout.columns,
+        rows: layout.rows,
+        cells: cells.iter().flatten().collect(),
+        column_labels: layout.column_labels.clone(),
+        row_labels: layout.row_labels.clone(),
+    })?;
+    let names: Vec<String> = paths
+        .iter()
+        .flatten()
+        .map(|p| {
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let note = serde_json::json!({
+        "kind": layout.kind.name(),
+        "columns": layout.columns,
+        "rows": layout.rows,
+        "cells": names,
+    });
+    let path = save(target, stamp, seed, layout.kind, &image, &note)?;
+    Ok((path, image))
+}
 
 pub fn save(
     target: &OutputTarget,

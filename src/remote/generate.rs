@@ -8,7 +8,6 @@ use crate::cli::progress::Reporter;
 use crate::engine::pipeline::{Image, Progress};
 use crate::output::naming::{self, OutputTarget};
 use crate::paths::Paths;
-use crate::variations::contact_sheet;
 use crate::worker::{Event, Job};
 use anyhow::{bail, Result};
 use std::io::IsTerminal;
@@ -210,31 +209,8 @@ fn write_sheet(
     paths: &[Option<PathBuf>],
     seed: u64,
 ) -> Result<()> {
-    let image = contact_sheet::draw(&contact_sheet::Sheet {
-        columns: layout.columns,
-        rows: layout.rows,
-        cells: images.iter().flatten().collect(),
-        column_labels: layout.column_labels.clone(),
-        row_labels: layout.row_labels.clone(),
-    })?;
-    let names: Vec<String> = paths
-        .iter()
-        .flatten()
-        .map(|p| {
-            p.file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    let note = serde_json::json!({
-        "kind": layout.kind.name(),
-        "columns": layout.columns,
-        "rows": layout.rows,
-        "cells": names,
-    });
     let stamp = naming::stamp(chrono::Local::now());
-    let path = crate::cli::sheet::save(target, &stamp, seed, layout.kind, &image, &note)?;
+    let (path, _) = crate::cli::sheet::draw_and_save(target, &stamp, seed, layout, images, paths)?;
     if json {
         println!(
             "{}",
