@@ -88,16 +88,7 @@ impl Attention {
         let out = if SLICED.with(Cell::get) {
             sliced_attention(&q, &k, &v, (self.heads / 2).max(1))
         } else {
-            Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                0.0,
-                false,
-                None,
-                false,
-            )
+            sdpa(&q, &k, &v)
         };
         let inner = out.size()[1] * out.size()[3];
         let out = out
@@ -111,6 +102,12 @@ impl Attention {
 /// diffusers' `SlicedAttnProcessor` with its "auto" slice (half the heads): the score matrix
 /// exists for `slice` of the batch x heads at a time, which bounds the peak memory at large
 /// sizes. `q`, `k`, `v`: [batch, heads, tokens, head_dim].
+/// Unmasked, non-causal attention through libtorch's kernels (flash or memory-efficient where
+/// they apply), as diffusers' AttnProcessor2_0 calls it.
+pub fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+    Tensor::scaled_dot_product_attention(q, k, v, None::<Tensor>, 0.0, false, None, false)
+}
+
 fn sliced_attention(q: &Tensor, k: &Tensor, v: &Tensor, slice: i64) -> Tensor {
     let size = q.size();
     let (b, h, t, d) = (size[0], size[1], size[2], size[3]);
@@ -306,16 +303,7 @@ mod tests {
         let q = Tensor::randn([2, 8, 24, 16], opts);
         let k = Tensor::randn([2, 8, 7, 16], opts);
         let v = Tensor::randn([2, 8, 7, 16], opts);
-        let whole = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let whole = sdpa(&q, &k, &v);
         // 16 batch x heads in slices of 3: the last slice is ragged.
         let sliced = sliced_attention(&q, &k, &v, 3);
         let diff = (sliced - whole).abs().max().double_value(&[]);

@@ -61,16 +61,7 @@ impl VaeAttention {
         let q = split(self.to_q.forward(&tokens));
         let k = split(self.to_k.forward(&tokens));
         let v = split(self.to_v.forward(&tokens));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
+        let y = super::attention::sdpa(&q, &k, &v);
         let y = self
             .to_out
             .forward(&y.transpose(1, 2).reshape([b, h * w, c]))
