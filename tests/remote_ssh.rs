@@ -239,3 +239,77 @@ fn the_studio_renders_on_a_remote_host_in_tmux() {
     assert!(end.contains("EASEL-EXIT 0"), "{end}");
     assert!(Path::new(&png).is_file());
 }
+
+/// The studio itself over SSH (as on a GPU server): `ssh -t HOST easel tui` in a terminal
+/// renders, draws the picture inline (half-blocks), and quits leaving the session behind.
+#[test]
+fn the_studio_runs_over_ssh_with_its_image_inline() {
+    if !tmux_support::tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let sshd = match Sshd::start() {
+        Ok(s) => s,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir_all(home.join("data")).unwrap();
+    let session = serde_json::json!({
+        "prompt": "",
+        "negative_prompt": "",
+        "params": { "model": tiny_sd1().display().to_string(), "steps": 2, "seed": 7, "seed_locked": true }
+    });
+    std::fs::write(home.join("data/session.json"), session.to_string()).unwrap();
+    let on_host = format!(
+        "cd '{}' && EASEL_HOME='{}' '{}' tui --device cpu --graphics halfblocks",
+        root.path().display(),
+        home.display(),
+        easel_bin().display(),
+    );
+    let script = format!(
+        "{} -t {} \"{on_host}\"; echo \"EASEL-EXIT $?\"; sleep 300",
+        sshd.ssh_line(),
+        sshd.host,
+    );
+    let tmux = Tmux {
+        session: format!("easel-over-ssh-{}", std::process::id()),
+    };
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &tmux.session,
+            "-x",
+            "110",
+            "-y",
+            "30",
+        ])
+        .args(["sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    tmux.wait_for("Prompt 0/75", 60);
+    tmux.text("a red fox");
+    tmux.wait_for("Prompt 3/75", 10);
+    tmux.keys(&["F5"]);
+    tmux.wait_for("done: outputs/", 300);
+    let start = Instant::now();
+    while tmux.screen().matches(['▀', '▄']).count() <= 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the picture is drawn over ssh:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.keys(&["C-q"]);
+    let end = tmux.wait_for("EASEL-EXIT", 30);
+    assert!(end.contains("EASEL-EXIT 0"), "{end}");
+    let saved = std::fs::read_to_string(home.join("data/session.json")).unwrap();
+    assert!(saved.contains("a red fox"), "{saved}");
+}

@@ -326,3 +326,59 @@ fn panics_fail_a_job_or_end_the_studio_with_the_terminal_restored() {
     let session = std::fs::read_to_string(home.join("data/session.json")).unwrap();
     assert!(session.contains("a crash test"), "{session}");
 }
+
+/// The finished image stays drawn when the terminal is resized, re-fitted to the new size.
+#[test]
+fn the_image_survives_a_terminal_resize() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let (tmux, _root) = start_studio(
+        "resize",
+        "",
+        "--device cpu --graphics halfblocks",
+        (120, 40),
+    );
+    let mut seen = Vec::new();
+    tmux.wait_seen("Prompt 0/75", 30, &mut seen);
+    tmux.text("a red fox");
+    tmux.keys(&["F5"]);
+    tmux.wait_seen("done: outputs/", 300, &mut seen);
+    // Half-blocks draw the picture as coloured upper/lower half-block cells.
+    let blocks = |s: &str| s.matches(['▀', '▄']).count();
+    let start = Instant::now();
+    while blocks(&tmux.screen()) <= 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the picture is drawn:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (w, h) in [(80, 24), (160, 48)] {
+        tmux.run(&[
+            "resize-window",
+            "-t",
+            &tmux.session,
+            "-x",
+            &w.to_string(),
+            "-y",
+            &h.to_string(),
+        ]);
+        let start = Instant::now();
+        let after = loop {
+            let s = tmux.screen();
+            let width = s.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+            if width == w && blocks(&s) > 50 {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "after resizing to {w}x{h} the picture is drawn again:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(after.contains("Result 1/1"), "{after}");
+    }
+}
