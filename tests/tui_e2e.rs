@@ -382,3 +382,76 @@ fn the_image_survives_a_terminal_resize() {
         assert!(after.contains("Result 1/1"), "{after}");
     }
 }
+
+/// A first run with no model explains what to do; scripts/run's demo model is offered;
+/// NO_COLOR draws without colours; Ctrl-C quits with the terminal restored.
+#[test]
+fn first_run_demo_no_color_and_ctrl_c() {
+    if !tmux_present() {
+        println!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let run = |name: &str, env: &str, args: &str| {
+        let root = tempfile::tempdir().unwrap();
+        let script = format!(
+            "cd '{}' && {env} EASEL_HOME='{}' '{}' tui --graphics halfblocks {args}; {REPORT}",
+            root.path().display(),
+            root.path().join("fresh-home").display(),
+            env!("CARGO_BIN_EXE_easel"),
+        );
+        let tmux = Tmux {
+            session: format!("easel-e2e-{name}-{}", std::process::id()),
+        };
+        let started = Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &tmux.session,
+                "-x",
+                "120",
+                "-y",
+                "30",
+            ])
+            .args(["sh", "-c", &script])
+            .status()
+            .unwrap();
+        assert!(started.success());
+        (tmux, root)
+    };
+    let coloured = |tmux: &Tmux| {
+        let s = tmux.run(&["capture-pane", "-p", "-e", "-t", &tmux.session]);
+        // A foreground colour: an SGR sequence with a parameter 30-38 or 90-97 (39 resets).
+        s.split("\u{1b}[").skip(1).any(|seq| {
+            let Some((params, _)) = seq.split_once('m') else {
+                return false;
+            };
+            params
+                .split(';')
+                .filter_map(|p| p.parse::<u32>().ok())
+                .any(|p| (30..=38).contains(&p) || (90..=97).contains(&p))
+        })
+    };
+    let mut seen = Vec::new();
+
+    let (tmux, _root) = run("first", "", "");
+    let first = tmux.wait_seen("Prompt 0/75", 30, &mut seen);
+    assert!(first.contains("No model yet"), "{first}");
+    assert!(coloured(&tmux), "colours by default");
+    tmux.keys(&["C-c"]);
+    let end = tmux.wait_seen("END", 30, &mut seen);
+    assert_restored(&end, 0, "Prompt 0/75");
+
+    let (tmux, _root) = run(
+        "demo",
+        "NO_COLOR=1",
+        &format!("--demo-model '{}'", model.display()),
+    );
+    let demo = tmux.wait_seen("Prompt 0/75", 30, &mut seen);
+    assert!(demo.contains("demo model"), "{demo}");
+    assert!(!coloured(&tmux), "NO_COLOR: no colours");
+    tmux.keys(&["C-c"]);
+    let end = tmux.wait_seen("END", 30, &mut seen);
+    assert_restored(&end, 0, "Prompt 0/75");
+}
