@@ -92,8 +92,19 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
     let mut tensors = Vec::new();
     for (name, info) in metadata.tensors() {
         let (start, end) = info.data_offsets;
-        if data_start + end > mmap.len() || start > end {
+        if data_start.checked_add(end).is_none_or(|e| e > mmap.len()) || start > end {
             return Err(bad(format!("tensor {name} lies outside the file")));
+        }
+        // libtorch sizes and strides are i64: a huge dimension beside a zero holds no data, so
+        // safetensors accepts it, but libtorch would fail on it.
+        let strides_fit = info.shape.iter().try_fold(1i64, |n, &d| {
+            i64::try_from(d.max(1)).ok().and_then(|d| n.checked_mul(d))
+        });
+        if strides_fit.is_none() {
+            return Err(bad(format!(
+                "tensor {name} has the impossible shape {:?}",
+                info.shape
+            )));
         }
         tensors.push((name, info.clone()));
     }
@@ -183,7 +194,8 @@ impl Weights {
                 View::Whole => (info.clone(), dims, false),
                 View::Rows { start, count } => {
                     let rows = dims.first().copied().unwrap_or(0);
-                    if *start < 0 || *count < 0 || start + count > rows {
+                    if *start < 0 || *count < 0 || rows <= 0 || start.saturating_add(*count) > rows
+                    {
                         return Err(bad(format!(
                             "tensor {} has {rows} rows, fewer than {} needs",
                             r.source, r.name
@@ -199,7 +211,12 @@ impl Weights {
                     (sliced, shape, false)
                 }
                 View::Reshape(shape) => {
-                    if shape.iter().product::<i64>() != dims.iter().product::<i64>() {
+                    let elements = |s: &[i64]| {
+                        s.iter()
+                            .try_fold(1i64, |n, &d| n.checked_mul(d))
+                            .filter(|_| s.iter().all(|&d| d >= 0))
+                    };
+                    if elements(shape).is_none() || elements(shape) != elements(&dims) {
                         return Err(bad(format!(
                             "tensor {} has shape {dims:?}, which cannot serve {} as {shape:?}",
                             r.source, r.name
@@ -299,8 +316,13 @@ impl Weights {
             }
         };
         let shape: Vec<i64> = entry.info.shape.iter().map(|&d| d as i64).collect();
-        let expected = shape.iter().product::<i64>() as usize * kind.elt_size_in_bytes();
-        if bytes.len() != expected {
+        let expected = entry
+            .info
+            .shape
+            .iter()
+            .try_fold(kind.elt_size_in_bytes(), |n, &d| n.checked_mul(d));
+        if expected != Some(bytes.len()) {
+            let expected = expected.map_or("more than memory holds".into(), |n| n.to_string());
             return Err(EngineError::Safetensors {
                 path: file.path.clone(),
                 message: format!(
@@ -309,7 +331,12 @@ impl Weights {
                 ),
             });
         }
-        let tensor = Tensor::from_data_size(bytes, &shape, kind);
+        let tensor = Tensor::f_from_data_size(bytes, &shape, kind).map_err(|e| {
+            EngineError::Safetensors {
+                path: file.path.clone(),
+                message: format!("tensor {name} cannot be read: {e}"),
+            }
+        })?;
         Ok(if entry.transpose {
             tensor.tr().contiguous()
         } else {

@@ -215,8 +215,21 @@ pub fn encode_preview(picture: &Picture) -> Result<WirePicture, String> {
 
 /// The RGB pixels of a PNG (any colour type, as 8-bit RGB).
 pub fn decode_png(bytes: &[u8]) -> Result<Picture, String> {
-    let decoded = image::load_from_memory_with_format(bytes, image::ImageFormat::Png)
-        .map_err(|e| format!("not a readable PNG: {e}"))?
+    use image::ImageDecoder;
+    let bad = |e: image::ImageError| format!("not a readable PNG: {e}");
+    let decoder = image::codecs::png::PngDecoder::new(std::io::Cursor::new(bytes)).map_err(bad)?;
+    // Deflate packs at most 1032 bytes into one: a PNG whose header claims more pixels than
+    // its data can hold is broken or hostile, and must not make us allocate for them.
+    let most = (bytes.len() as u64).saturating_mul(1032) + (1 << 20);
+    if decoder.total_bytes() > most {
+        let (w, h) = decoder.dimensions();
+        return Err(format!(
+            "not a readable PNG: its header claims {w}x{h} pixels, more than its {} bytes can hold",
+            bytes.len()
+        ));
+    }
+    let decoded = image::DynamicImage::from_decoder(decoder)
+        .map_err(bad)?
         .to_rgb8();
     Ok(Picture {
         width: decoded.width(),

@@ -208,8 +208,9 @@ impl Checkpoint {
         let base_sd2 = self.version() == Version::Sd2 && !self.detected.v_prediction;
         match component {
             "unet" => {
-                if let Some(c) = self.shapes.get(&format!("{UNET}input_blocks.0.0.weight")) {
-                    value["in_channels"] = c[1].into();
+                let conv_in = self.shapes.get(&format!("{UNET}input_blocks.0.0.weight"));
+                if let Some(&channels) = conv_in.and_then(|c| c.get(1)) {
+                    value["in_channels"] = channels.into();
                 }
                 if base_sd2 {
                     value["sample_size"] = 64.into();

@@ -275,6 +275,38 @@ fn read_file(path: &Path, weight: f64) -> Result<Vec<Pair>> {
     let file = Weights::open(&[path.to_path_buf()], Device::Cpu, Kind::Float)?;
     let metadata = read_metadata(path)?;
     let read = |name: &str| -> Result<Tensor> { Ok(file.read_raw(name)?.to_kind(Kind::Float)) };
+    let bad = |message: String| EngineError::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    // The rank is the down projection's first dimension; a scalar or empty one is no LoRA.
+    let rank_of = |name: &str, down: &Tensor| match down.size().first() {
+        Some(&rank) if rank > 0 && down.dim() >= 2 => Ok(rank as f64),
+        _ => Err(bad(format!(
+            "{name} has shape {:?}: a LoRA down projection is a matrix (rank x features)",
+            down.size()
+        ))),
+    };
+    let up_of = |name: &str| -> Result<Tensor> {
+        let up = read(name)?;
+        if up.dim() < 2 {
+            return Err(bad(format!(
+                "{name} has shape {:?}: a LoRA up projection is a matrix (features x rank)",
+                up.size()
+            )));
+        }
+        Ok(up)
+    };
+    let alpha_of = |name: &str| -> Result<f64> {
+        let alpha = read(name)?;
+        if alpha.numel() != 1 {
+            return Err(bad(format!(
+                "{name} has shape {:?}: a LoRA alpha is one number",
+                alpha.size()
+            )));
+        }
+        Ok(alpha.double_value(&[]))
+    };
     let names: Vec<String> = file.names().map(String::from).collect();
     let mut pairs = Vec::new();
     let mut leftovers = Vec::new();
@@ -282,10 +314,10 @@ fn read_file(path: &Path, weight: f64) -> Result<Vec<Pair>> {
         if let Some(module) = name.strip_suffix(".lora_down.weight") {
             let up_name = format!("{module}.lora_up.weight");
             let down = read(name)?;
-            let up = read(&up_name)?;
-            let rank = down.size()[0] as f64;
+            let up = up_of(&up_name)?;
+            let rank = rank_of(name, &down)?;
             let alpha = match file.contains(&format!("{module}.alpha")) {
-                true => read(&format!("{module}.alpha"))?.double_value(&[]),
+                true => alpha_of(&format!("{module}.alpha"))?,
                 false => rank,
             };
             let (component, rest) = kohya_component(module).ok_or_else(|| {
@@ -304,14 +336,14 @@ fn read_file(path: &Path, weight: f64) -> Result<Vec<Pair>> {
             });
         } else if let Some((module, up_suffix)) = peft_down(name) {
             let down = read(name)?;
-            let up = read(&format!("{module}{up_suffix}"))?;
-            let rank = down.size()[0] as f64;
+            let up = up_of(&format!("{module}{up_suffix}"))?;
+            let rank = rank_of(name, &down)?;
             let Some((component, rest)) = module.split_once('.') else {
                 leftovers.push(name.clone());
                 continue;
             };
             let alpha = match file.contains(&format!("{module}.alpha")) {
-                true => read(&format!("{module}.alpha"))?.double_value(&[]),
+                true => alpha_of(&format!("{module}.alpha"))?,
                 false => peft_alpha(&metadata, component, rest).unwrap_or(rank),
             };
             let rest = rest
