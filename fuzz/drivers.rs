@@ -21,8 +21,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
+/// A target's driver: the input in, the error messages it gave out.
+pub type Driver = fn(&[u8]) -> Vec<String>;
+
 /// Every target names its driver here, for tests/fuzz_regressions.rs.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Vec<String>)] = &[
+pub const TARGETS: &[(&str, Driver)] = &[
     ("prompt_weighting", prompt_weighting),
     ("preset", preset),
     ("plan", plan),
@@ -192,7 +195,8 @@ fn lora(path: &Path, errors: &mut Vec<String>) {
 /// The remote worker's JSON lines: read with a size limit, parsed as requests and replies,
 /// previews decoded; and the bytes themselves as a preview's PNG.
 pub fn worker_protocol(data: &[u8]) -> Vec<String> {
-    const LIMIT: usize = 4096;
+    // Small, so that inputs of a few KiB reach the too-long-line path.
+    const LIMIT: usize = 256;
     let mut errors = Vec::new();
     let mut input = BufReader::with_capacity(64, data);
     while let Ok(Some(line)) = protocol::read_line(&mut input, LIMIT) {

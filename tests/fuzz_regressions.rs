@@ -86,10 +86,22 @@ fn a_checkpoint_whose_conv_in_is_not_4d_reads_on_to_the_next_component() {
 #[test]
 fn lora_tensors_of_the_wrong_rank_are_explained() {
     let cases = [
-        ("lora-alpha-not-scalar.safetensors", "a LoRA alpha is one number"),
-        ("lora-down-scalar.safetensors", "a LoRA down projection is a matrix"),
-        ("lora-rank-zero.safetensors", "a LoRA down projection is a matrix"),
-        ("lora-up-scalar.safetensors", "a LoRA up projection is a matrix"),
+        (
+            "lora-alpha-not-scalar.safetensors",
+            "a LoRA alpha is one number",
+        ),
+        (
+            "lora-down-scalar.safetensors",
+            "a LoRA down projection is a matrix",
+        ),
+        (
+            "lora-rank-zero.safetensors",
+            "a LoRA down projection is a matrix",
+        ),
+        (
+            "lora-up-scalar.safetensors",
+            "a LoRA up projection is a matrix",
+        ),
     ];
     for (name, want) in cases {
         assert_mentions(&run("safetensors", name), want);
