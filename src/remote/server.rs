@@ -218,6 +218,10 @@ impl State {
                 "say hello first: the first message must be a hello".into(),
             )];
         };
+        // Refused before it is queued: nothing of it runs.
+        if let Err(message) = super::policy::check_job(&job) {
+            return vec![Reply::Failed { id, message }];
+        }
         if !self.active.insert(id) {
             return vec![error(
                 Some(id),

@@ -56,8 +56,8 @@ pub(super) fn run(
                     Event::Failed {
                         id,
                         message: format!(
-                            "the engine failed: {} (the model loads again for the next job;                              out of memory? try a smaller size or batch)",
-                            panic_message(payload.as_ref())
+                            "the engine failed: {} (the model loads again for the next job)",
+                            crate::engine::oom::describe_panic(payload.as_ref())
                         ),
                     }
                 }
@@ -71,14 +71,6 @@ pub(super) fn run(
             return;
         }
     }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "an unknown error".into())
 }
 
 enum Outcome {
@@ -184,6 +176,11 @@ fn render_job(
         let Some(rendered) = rendered else {
             return Ok(Outcome::Cancelled(paths));
         };
+        for message in &rendered.output.notes {
+            let _ = events.send(Event::Note {
+                message: message.clone(),
+            });
+        }
         if let Some(history) = &config.history {
             // The image is written; a history that cannot be updated is worth a note, not a failure.
             if let Err(message) = render::record_history(history, &rendered.path, &recipe) {
