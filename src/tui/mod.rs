@@ -6,6 +6,7 @@ pub mod editor;
 pub mod gallery;
 pub mod images;
 pub mod keymap;
+pub mod models;
 pub mod open;
 pub mod params;
 pub mod presets;
@@ -442,6 +443,13 @@ fn perform(studio: &Studio, worker: &dyn WorkerHandle, effect: Effect) -> Option
                 Err(e) => Action::EffectFailed(e),
             },
             None => no_store(),
+        }),
+        Effect::ListModels => Some(match worker.models() {
+            Some((host, names)) => Action::ModelList(models::remote(&host, &names)),
+            None => match models::local() {
+                Ok(rows) => Action::ModelList(rows),
+                Err(e) => Action::EffectFailed(e),
+            },
         }),
         Effect::LoadEntry { path, recipe } => {
             let picture = gallery::decode(&path).ok();

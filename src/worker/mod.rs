@@ -132,6 +132,11 @@ pub trait WorkerHandle {
     fn wait_event(&self, timeout: std::time::Duration) -> Option<Event>;
     /// Cancels everything and waits at most `limit` for the end; whether it ended.
     fn shutdown_within(self: Box<Self>, limit: std::time::Duration) -> bool;
+    /// A remote worker's host and the models it offers; None for a local worker, whose
+    /// models are this machine's.
+    fn models(&self) -> Option<(String, Vec<String>)> {
+        None
+    }
 }
 
 impl WorkerHandle for Worker {
