@@ -212,8 +212,20 @@ impl StableDiffusion {
         Self::load_with_progress(path, device, kind, options, &mut |_| {})
     }
 
-    /// `load_with`, telling `progress` as each component starts loading.
+    /// `load_with`, telling `progress` as each component starts loading. Running out of
+    /// memory is an `OutOfMemory` error, not a panic.
     pub fn load_with_progress(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
+        oom::enter("loading the model");
+        oom::catch(|| Self::load_unguarded(path, device, kind, options, progress))
+    }
+
+    fn load_unguarded(
         path: &Path,
         device: Device,
         kind: Kind,
