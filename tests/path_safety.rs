@@ -82,6 +82,29 @@ fn pickle_checkpoints_are_refused_unopened() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // LoRA and VAE files that are pickles are refused the same way.
+    let pickle = root.path().join("model.pt");
+    for extra in [
+        vec!["--lora".to_string(), format!("{}:0.5", pickle.display())],
+        vec!["--vae".to_string(), pickle.display().to_string()],
+    ] {
+        let run = output(
+            easel(&home)
+                .args([
+                    "generate", "a fox", "--steps", "1", "--width", "32", "--height", "32",
+                ])
+                .args(["--model", &tiny()])
+                .args(&extra)
+                .arg("--out")
+                .arg(out.join("x.png")),
+        );
+        let stderr = text(&run.stderr);
+        assert!(!run.status.success(), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("never") && stderr.contains("pickle"),
+            "{extra:?}: {stderr}"
+        );
+    }
     assert!(!mark.exists(), "no pickle ran");
     assert!(listing(&out).is_empty(), "nothing was written");
 }
