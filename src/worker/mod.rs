@@ -117,6 +117,8 @@ pub struct WorkerConfig {
     pub lora_dir: Option<PathBuf>,
     /// Send a latent preview every this many steps (0: never).
     pub preview_every: usize,
+    /// TAESD (an AutoencoderTiny folder) drawing those previews; None: the latent map.
+    pub preview_decoder: Option<PathBuf>,
 }
 
 /// What a face needs from a worker, so the studio takes the local one or a remote one
