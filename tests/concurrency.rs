@@ -197,6 +197,19 @@ fn sigint(child: &Child) {
     }
 }
 
+/// The moments a signal may land, by what easel has said on stderr so far (machine load moves
+/// wall-clock times, not these): starting up, loading the model, after a sampling step, and
+/// decoding and saving after the last step; each plus a seeded delay.
+const MOMENTS: &[(Option<&str>, u64)] = &[
+    (None, 60),
+    (Some("loading "), 300),
+    (Some("step 1/4"), 100),
+    (Some("step 3/4"), 100),
+    (Some("step 4/4"), 10),
+    (Some("step 4/4"), 150),
+    (Some("step 4/4"), 400),
+];
+
 /// SIGINT (once, or twice: "quit at once") at seeded moments across a whole render (start,
 /// load, sampling, decode, save): afterwards there is no temporary file, and either no PNG or
 /// one complete PNG with its recipe.
@@ -204,30 +217,39 @@ fn sigint(child: &Child) {
 fn ctrl_c_at_any_moment_leaves_no_partial_file() {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("home");
-    let render = |out: &Path| {
-        easel(&home)
+    let mut draws = Draws(0x5eed_cafe);
+    let mut outcomes = Vec::new();
+    for trial in 0..10 {
+        let out = root.path().join(format!("out-{trial}"));
+        let (after, most) = MOMENTS[draws.below(MOMENTS.len() as u64) as usize];
+        let delay = Duration::from_millis(draws.below(most));
+        let twice = draws.below(3) == 0;
+        let mut child = easel(&home)
             .args(["generate", "a red fox", "--steps", "4", "--seed", "5"])
             .args(["--width", "64", "--height", "64", "--model"])
             .arg(tiny())
             .arg("--out")
             .arg(out.join("fox.png"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
-    };
-    // How long a whole render takes on this machine now: the moments span all of it.
-    let start = std::time::Instant::now();
-    let whole = render(&root.path().join("whole")).wait().unwrap();
-    assert!(whole.success());
-    let span = (start.elapsed().as_millis() as u64 * 11 / 10).max(1);
-    let mut draws = Draws(0x5eed_cafe);
-    let mut outcomes = Vec::new();
-    for trial in 0..12 {
-        let out = root.path().join(format!("out-{trial}"));
-        let delay = Duration::from_millis(draws.below(span));
-        let twice = draws.below(3) == 0;
-        let mut child = render(&out);
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        if let Some(mark) = after {
+            while let Ok(line) = lines.recv_timeout(Duration::from_secs(120)) {
+                if line.starts_with(mark) {
+                    break;
+                }
+            }
+        }
         std::thread::sleep(delay);
         sigint(&child);
         if twice {
@@ -236,7 +258,9 @@ fn ctrl_c_at_any_moment_leaves_no_partial_file() {
         }
         let status = child.wait().unwrap();
         let files = files_in(&out);
-        outcomes.push(format!("{delay:?} twice={twice}: {status} {files:?}"));
+        outcomes.push(format!(
+            "after {after:?} + {delay:?}, twice={twice}: {status} {files:?}"
+        ));
         for f in &files {
             let name = f.file_name().unwrap().to_string_lossy();
             assert_eq!(name, "fox.png", "a stray file: {}", outcomes.join("\n"));
@@ -252,7 +276,7 @@ fn ctrl_c_at_any_moment_leaves_no_partial_file() {
         }
     }
     eprintln!("{}", outcomes.join("\n"));
-    // The moments reached a cancelled render at least once.
+    // A signal during sampling always cancels: the moments reached that at least once.
     assert!(
         outcomes.iter().any(|o| o.contains("130")),
         "{}",
