@@ -121,6 +121,22 @@ pub fn device_name(device: Device) -> String {
     }
 }
 
+/// A host tensor copied to `device` without making the host wait: through pinned memory and
+/// non-blocking on CUDA. A plain copy from pageable memory blocks until the GPU has finished
+/// everything queued before it, which inside the sampling loop would stall every step.
+pub fn upload(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == device {
+        return t.shallow_clone();
+    }
+    match device {
+        Device::Cuda(_) => t
+            .f_pin_memory(device)
+            .and_then(|pinned| pinned.f_to_device_(device, pinned.kind(), true, false))
+            .unwrap_or_else(|_| t.to_device(device)),
+        _ => t.to_device(device),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,21 +165,5 @@ mod tests {
             "bf16".parse::<DtypeChoice>().unwrap().resolve(Device::Cpu),
             Kind::BFloat16
         );
-    }
-}
-
-/// A host tensor copied to `device` without making the host wait: through pinned memory and
-/// non-blocking on CUDA. A plain copy from pageable memory blocks until the GPU has finished
-/// everything queued before it, which inside the sampling loop would stall every step.
-pub fn upload(t: &Tensor, device: Device) -> Tensor {
-    if t.device() == device {
-        return t.shallow_clone();
-    }
-    match device {
-        Device::Cuda(_) => t
-            .f_pin_memory(device)
-            .and_then(|pinned| pinned.f_to_device_(device, pinned.kind(), true, false))
-            .unwrap_or_else(|_| t.to_device(device)),
-        _ => t.to_device(device),
     }
 }
