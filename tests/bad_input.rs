@@ -867,7 +867,12 @@ fn invalid_plans_are_refused() {
         "plan file missing",
         &sandbox,
         &mut cmd,
-        &["cannot read the plan", "missing.toml", "No such file"],
+        &[
+            "cannot read the plan",
+            "missing.toml",
+            "check the path",
+            "No such file",
+        ],
     );
 }
 
@@ -966,7 +971,9 @@ fn an_unwritable_output_folder_is_refused_and_left_alone() {
     for (case, cmd, phrases) in cases {
         let mut cmd = without_override(&cmd);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            refused(case, &sandbox, &mut cmd, &phrases);
+            let stderr = refused(case, &sandbox, &mut cmd, &phrases);
+            // Refused before the model loads: no render is wasted.
+            assert!(!stderr.contains("loading"), "{case}: {stderr}");
         }));
         results.push(result);
     }

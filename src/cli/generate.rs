@@ -614,6 +614,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
+    target.check_writable()?;
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
     let history = match Paths::discover() {
         Ok(p) => Some(p.history()),
