@@ -615,6 +615,10 @@ fn a_size_too_large_for_memory_is_refused_before_allocating_with_an_estimate() {
         .ok()
         .and_then(|t| t.lines().last()?.trim().parse().ok());
     let _ = std::fs::remove_file(&peak);
+    eprintln!(
+        "16384x16384 refused in {elapsed:?}, peak RSS {peak_kib:?} KiB\n{}",
+        text(&run.stderr)
+    );
     let after = snapshot(&[sandbox.root(), &tiny()]);
     check_refusal(
         "16384x16384",
@@ -643,6 +647,7 @@ fn a_100k_character_prompt_renders_in_chunks_quickly() {
     let mut cmd = sandbox.generate(&tiny(), &refs(&os(&[prompt])));
     let (_, added) = accepted("100k prompt", &sandbox, &mut cmd);
     let elapsed = started.elapsed();
+    eprintln!("100k prompt rendered in {elapsed:?}");
     assert!(elapsed < Duration::from_secs(120), "took {elapsed:?}");
     assert_eq!(added.len(), 1, "{added:?}");
     let recipe = easel::output::png::read_recipe(&added[0])
