@@ -173,6 +173,8 @@ pub struct StableDiffusion {
     memory: MemoryOptions,
     /// TAESD replacing the VAE's decoder (`--fast-decoder`).
     fast_decoder: Option<AutoencoderTiny>,
+    /// TAESD drawing the step previews instead of the cheap latent-to-RGB map.
+    preview_decoder: Option<AutoencoderTiny>,
     source: ModelSource,
     vae_override: Option<VaeOverride>,
     loras: Vec<LoraSpec>,
@@ -287,6 +289,7 @@ impl StableDiffusion {
         Ok(Self {
             memory: MemoryOptions::default(),
             fast_decoder: None,
+            preview_decoder: None,
             source,
             vae_override,
             loras: options.loras.clone(),
@@ -318,19 +321,48 @@ impl StableDiffusion {
     /// Decodes with TAESD (diffusers' `AutoencoderTiny`) instead of the VAE; None restores the VAE.
     pub fn set_fast_decoder(&mut self, decoder: Option<AutoencoderTiny>) -> Result<()> {
         if let Some(d) = &decoder {
-            let (theirs, ours) = (d.latent_scale_factor(), self.latent_scale_factor());
-            let channels = d.config().latent_channels;
-            if theirs != ours || channels != self.vae_config.latent_channels {
-                return Err(EngineError::Invalid(format!(
-                    "this fast decoder takes {channels}-channel latents at 1/{theirs} scale but the \
-                     model makes {}-channel latents at 1/{ours}: use the TAESD made for this model \
-                     family (taesd for SD 1.x/2.x, taesdxl for SDXL)",
-                    self.vae_config.latent_channels
-                )));
-            }
+            self.check_tiny_decoder(d, "fast decoder")?;
         }
         self.fast_decoder = decoder;
         Ok(())
+    }
+
+    /// Draws step previews with TAESD (full size, close to the final image) instead of the
+    /// latent-to-RGB map; None restores the map.
+    pub fn set_preview_decoder(&mut self, decoder: Option<AutoencoderTiny>) -> Result<()> {
+        if let Some(d) = &decoder {
+            self.check_tiny_decoder(d, "preview decoder")?;
+        }
+        self.preview_decoder = decoder;
+        Ok(())
+    }
+
+    fn check_tiny_decoder(&self, d: &AutoencoderTiny, what: &str) -> Result<()> {
+        let (theirs, ours) = (d.latent_scale_factor(), self.latent_scale_factor());
+        let channels = d.config().latent_channels;
+        if theirs != ours || channels != self.vae_config.latent_channels {
+            return Err(EngineError::Invalid(format!(
+                "this {what} takes {channels}-channel latents at 1/{theirs} scale but the \
+                 model makes {}-channel latents at 1/{ours}: use the TAESD made for this model \
+                 family (taesd for SD 1.x/2.x, taesdxl for SDXL)",
+                self.vae_config.latent_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first image of `latents` as a step preview.
+    fn preview(&self, latents: &Tensor) -> Image {
+        if let Some(taesd) = &self.preview_decoder {
+            let first = latents.narrow(0, 0, 1) / taesd.config().scaling_factor;
+            // A preview that cannot be drawn is not worth failing the render for.
+            if let Ok(image) = taesd.decode(&first) {
+                if let Some(image) = to_rgb8(&to_unit_nhwc(&image)).into_iter().next() {
+                    return image;
+                }
+            }
+        }
+        latent_preview(latents)
     }
 
     /// The VAE's tiles when this render of `pixels` pixels is to be tiled.
@@ -601,7 +633,7 @@ impl StableDiffusion {
             }
             let step = i + 1 - begin;
             let preview = (request.preview_every > 0 && (step % request.preview_every == 0))
-                .then(|| latent_preview(&latents));
+                .then(|| self.preview(&latents));
             on_step(&Progress {
                 step,
                 steps: runs,

@@ -369,6 +369,9 @@ impl Drop for RemoteWorker {
 }
 
 impl WorkerHandle for RemoteWorker {
+    fn models(&self) -> Option<(String, Vec<String>)> {
+        Some((self.host.clone(), self.welcome.models.clone()))
+    }
     fn submit(&self, job: Job) -> Result<(), String> {
         RemoteWorker::submit(self, job)
     }

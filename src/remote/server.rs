@@ -206,6 +206,7 @@ impl State {
                 .collect(),
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
+            preview_decoder: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     }

@@ -2,6 +2,7 @@
 use super::{Event, Flags, Job, Picture, Placement, Queued, WorkerConfig};
 use crate::engine::device::{device_name, kind_name};
 use crate::engine::lora::{prompt_tags, LoraSpec};
+use crate::engine::models::autoencoder_tiny::AutoencoderTiny;
 use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::output::naming::{self, OutputTarget};
 use crate::render;
@@ -226,13 +227,18 @@ fn ensure_loaded<'a>(
             config: None,
         };
         let path = crate::models::resolve(model).map_err(|e| e.to_string())?;
-        let sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
+        let mut sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
             let _ = events.send(Event::LoadStage {
                 component: p.component.to_string(),
                 progress: p.fraction,
             });
         })
         .map_err(|e| format!("cannot load the model {model}: {e}"))?;
+        if let Some(dir) = &config.preview_decoder {
+            AutoencoderTiny::load(dir, device, kind)
+                .and_then(|taesd| sd.set_preview_decoder(Some(taesd)))
+                .map_err(|e| format!("cannot use the preview decoder {}: {e}", dir.display()))?;
+        }
         let _ = events.send(Event::Loaded {
             model: model.to_string(),
             device: device_name(sd.device()),

@@ -117,6 +117,8 @@ pub struct WorkerConfig {
     pub lora_dir: Option<PathBuf>,
     /// Send a latent preview every this many steps (0: never).
     pub preview_every: usize,
+    /// TAESD (an AutoencoderTiny folder) drawing those previews; None: the latent map.
+    pub preview_decoder: Option<PathBuf>,
 }
 
 /// What a face needs from a worker, so the studio takes the local one or a remote one
@@ -132,6 +134,11 @@ pub trait WorkerHandle {
     fn wait_event(&self, timeout: std::time::Duration) -> Option<Event>;
     /// Cancels everything and waits at most `limit` for the end; whether it ended.
     fn shutdown_within(self: Box<Self>, limit: std::time::Duration) -> bool;
+    /// A remote worker's host and the models it offers; None for a local worker, whose
+    /// models are this machine's.
+    fn models(&self) -> Option<(String, Vec<String>)> {
+        None
+    }
 }
 
 impl WorkerHandle for Worker {

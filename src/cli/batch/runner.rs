@@ -74,6 +74,7 @@ pub fn render(
             embeddings: config.embeddings.clone(),
             lora_dir: config.lora_dir.clone(),
             preview_every: 0,
+            preview_decoder: None,
         })
         .context("cannot start a render worker")?;
         slots.push(Slot {
