@@ -59,6 +59,35 @@ pub trait WeightPatch {
     fn delta(&self, name: &str, weight: &Tensor) -> Option<Tensor>;
 }
 
+/// What a safetensors error means for someone holding the file (the crate's words name its
+/// internals: "incomplete metadata, file not fully covered").
+fn plain_words(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "the file is too short to hold a header (empty or truncated)".into(),
+        E::InvalidHeaderLength => {
+            "its header length is larger than the file (truncated, or not a safetensors file)"
+                .into()
+        }
+        E::HeaderTooLarge => {
+            "its header length is absurdly large (damaged, or not a safetensors file)".into()
+        }
+        E::InvalidHeader(_) => "its header is not text (damaged)".into(),
+        E::InvalidHeaderDeserialization(e) => format!("its header is not valid JSON ({e})"),
+        E::MetadataIncompleteBuffer => {
+            "its size does not match what its header lists (truncated, or data appended)".into()
+        }
+        E::InvalidOffset(name) => format!("tensor {name} has data offsets outside the file"),
+        E::TensorInvalidInfo => {
+            "a tensor's dtype, shape and data offsets disagree (a wrong dtype, or offsets \
+             outside the file)"
+                .into()
+        }
+        E::ValidationOverflow => "a tensor's shape is impossibly large".into(),
+        other => other.to_string(),
+    }
+}
+
 /// All tensors of one model component, possibly spread over several files.
 pub struct Weights {
     files: Vec<MappedFile>,
@@ -87,7 +116,7 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
         message,
     };
     let (header_len, metadata) =
-        safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(plain_words(&e)))?;
     let data_start = 8 + header_len;
     let mut tensors = Vec::new();
     for (name, info) in metadata.tensors() {
@@ -335,6 +364,16 @@ impl Weights {
             }
         }
         match self.read_raw(name) {
+            // Every weight a model takes without naming a kind is a float; libtorch would fail
+            // deep inside the first layer that uses another kind.
+            Ok(t) if kind.is_none() && !t.is_floating_point() => {
+                self.problems.borrow_mut().push(format!(
+                    "tensor {name} holds {:?} values, the model expects floating-point weights \
+                     (F16, BF16 or F32)",
+                    t.kind()
+                ));
+                placeholder()
+            }
             Ok(t) => {
                 let kind = kind.unwrap_or(if t.is_floating_point() {
                     self.kind

@@ -179,8 +179,12 @@ pub struct LoadedPlan {
 
 impl LoadedPlan {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the plan {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the plan {}: check the path (`easel batch --help` shows a plan)",
+                path.display()
+            )
+        })?;
         let name = path.display().to_string();
         let plan = plan_file::parse(&text, &name)?;
         let template = match &plan.out {
