@@ -1,21 +1,37 @@
 //! What a remote client may name on the host. The client is a person with an ssh login there,
 //! so reading models and LoRAs by name or by path is the point of a remote worker; but a job
 //! never chooses where files are written (the worker names its PNGs in its own folder) and
-//! never makes the worker read files that are not weights: no init images or masks (whose
-//! pixels would come back in the render), no LoRA files other than .safetensors, and no
-//! `<lora:NAME>` tag that climbs out of the host's loras folder.
+//! never makes the worker read files that are not weights: init images and masks come with the
+//! job (their pixels would come back in the render, so they are never read from the host's
+//! disk), no LoRA files other than .safetensors, and no `<lora:NAME>` tag that climbs out of
+//! the host's loras folder.
+use super::protocol::{Upload, Uploads};
 use crate::worker::Job;
 use std::path::{Component, Path};
 
 /// Refuses a job that names a file the worker must not touch; the message says what to do.
-pub fn check_job(job: &Job) -> Result<(), String> {
+pub fn check_job(job: &Job, uploads: &Uploads) -> Result<(), String> {
     let patch = &job.patch;
-    if patch.init_image.is_some() || patch.mask.is_some() {
-        return Err(
-            "a remote worker reads no init image or mask: run easel generate on the host itself \
-             for img2img and inpainting"
-                .into(),
-        );
+    for (what, named, sent) in [
+        ("init image", &patch.init_image, &uploads.init_image),
+        ("mask", &patch.mask, &uploads.mask),
+    ] {
+        match (named, sent) {
+            (Some(name), Some(Upload { name: sent, .. })) if name == sent => {}
+            (None, None) => {}
+            (Some(name), _) => {
+                return Err(format!(
+                    "a remote worker reads no {what} from its own disk: the file must come with \
+                     the job ({name:?} did not; easel generate --remote and the studio send it)"
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "the job sends a {what} but its recipe names none: set init_image/mask to \
+                     the uploaded file's name"
+                ))
+            }
+        }
     }
     for lora in &job.loras {
         let is_safetensors = Path::new(&lora.path)
@@ -59,12 +75,17 @@ mod tests {
     use super::*;
     use crate::recipe::{RecipeLora, RecipePatch};
 
+    fn check_job_t(job: &Job) -> Result<(), String> {
+        check_job(job, &Uploads::default())
+    }
+
     fn job(patch: RecipePatch, loras: Vec<RecipeLora>) -> Job {
         Job {
             id: 1,
             patch,
             count: 1,
             loras,
+            ..Default::default()
         }
     }
 
@@ -74,14 +95,14 @@ mod tests {
             prompt: Some(p.into()),
             ..RecipePatch::default()
         };
-        assert!(check_job(&job(prompt("a fox <lora:styles/ink:0.5>"), vec![])).is_ok());
+        assert!(check_job_t(&job(prompt("a fox <lora:styles/ink:0.5>"), vec![])).is_ok());
         for bad in [
             "<lora:../../../home/me/x:1>",
             "<lora:/etc/x>",
             "<lora:a/../../b>",
             "<lora:..\\x>",
         ] {
-            let err = check_job(&job(prompt(bad), vec![])).unwrap_err();
+            let err = check_job_t(&job(prompt(bad), vec![])).unwrap_err();
             assert!(
                 err.contains("outside the host's loras folder"),
                 "{bad}: {err}"
@@ -91,14 +112,25 @@ mod tests {
             init_image: Some("/etc/passwd".into()),
             ..RecipePatch::default()
         };
-        assert!(check_job(&job(init, vec![]))
+        assert!(check_job_t(&job(init.clone(), vec![]))
             .unwrap_err()
             .contains("init image"));
+        // Sent with the job under the name the recipe gives: allowed; under another: refused.
+        let sent = |name: &str| Uploads {
+            init_image: Some(Upload {
+                name: name.into(),
+                bytes: String::new(),
+            }),
+            mask: None,
+        };
+        assert!(check_job(&job(init.clone(), vec![]), &sent("/etc/passwd")).is_ok());
+        assert!(check_job(&job(init, vec![]), &sent("other.png")).is_err());
+        assert!(check_job(&job(prompt("x"), vec![]), &sent("a.png")).is_err());
         let lora = |path: &str| RecipeLora {
             path: path.into(),
             weight: 1.0,
         };
-        assert!(check_job(&job(prompt("x"), vec![lora("/m/a.safetensors")])).is_ok());
-        assert!(check_job(&job(prompt("x"), vec![lora("/etc/passwd")])).is_err());
+        assert!(check_job_t(&job(prompt("x"), vec![lora("/m/a.safetensors")])).is_ok());
+        assert!(check_job_t(&job(prompt("x"), vec![lora("/etc/passwd")])).is_err());
     }
 }
