@@ -39,6 +39,8 @@ fn every_message_round_trips() {
             device: Some("cuda:1".into()),
             dtype: Some("bf16".into()),
             preview_every: 2,
+            vae_tiling: true,
+            low_memory: false,
         },
     });
     round_trip_request(Request::Submit {

@@ -402,20 +402,79 @@ fn generate_remote_saves_here_with_generates_pixels() {
         stderr.contains("--embeddings is not supported with --remote"),
         "{stderr}"
     );
-    for flag in ["--low-memory", "--vae-tiling"] {
-        let refused = Command::new(easel_bin())
-            .args(["generate", "x", flag, "--remote", "gpu-box", "--model"])
-            .arg(tiny_sd1())
-            .env("EASEL_SSH", "/nonexistent/ssh")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success());
+    let refused = Command::new(easel_bin())
+        .args([
+            "generate",
+            "x",
+            "--fast-decoder",
+            "/tmp",
+            "--remote",
+            "gpu-box",
+            "--model",
+        ])
+        .arg(tiny_sd1())
+        .env("EASEL_SSH", "/nonexistent/ssh")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("--fast-decoder is not supported with --remote"),
+        "{stderr}"
+    );
+}
+
+/// `--vae-tiling` (and `--low-memory`) reach the host: a remote render decoded in tiles equals
+/// the local tiled render, which differs from a whole decode at this size.
+#[test]
+fn generate_remote_takes_the_memory_flags_to_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let render = |out: &Path, extra: &[&str], remote: bool| {
+        let mut cmd = Command::new(easel_bin());
+        cmd.args([
+            "generate",
+            "a red fox",
+            "--seed",
+            "5",
+            "--steps",
+            "2",
+            "--width",
+            "96",
+            "--height",
+            "96",
+            "--device",
+            "cpu",
+        ])
+        .args(extra)
+        .arg("--model")
+        .arg(tiny_sd1())
+        .arg("--out")
+        .arg(out)
+        .env("EASEL_HOME", root.path().join("local-home"));
+        if remote {
+            cmd.args(["--remote", "gpu-box", "--remote-easel"])
+                .arg(easel_bin())
+                .env("EASEL_SSH", &ssh);
+        }
+        let run = cmd.output().unwrap();
         assert!(
-            stderr.contains(&format!("{flag} is not supported with --remote")),
-            "{stderr}"
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
         );
-    }
+        rgb(&std::fs::read(out).unwrap()).2
+    };
+    let whole = render(&root.path().join("whole.png"), &[], false);
+    let tiled = render(&root.path().join("tiled.png"), &["--vae-tiling"], false);
+    assert_ne!(whole, tiled, "tiling shows at 96x96 on the tiny VAE");
+    let there = render(&root.path().join("there.png"), &["--vae-tiling"], true);
+    assert_eq!(there, tiled);
+    let low = render(&root.path().join("low.png"), &["--low-memory"], true);
+    assert_eq!(
+        low,
+        render(&root.path().join("low-here.png"), &["--low-memory"], false)
+    );
 }
 
 /// img2img and inpainting over --remote: the init image and mask travel with the job (the host

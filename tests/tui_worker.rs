@@ -23,6 +23,8 @@ fn worker_with(out: &Path, preview_every: usize, preview_decoder: Option<PathBuf
         lora_dir: None,
         preview_every,
         preview_decoder,
+        memory: Default::default(),
+        fast_decoder: None,
     })
     .unwrap()
 }

@@ -23,12 +23,16 @@ pub struct MemoryArgs {
 }
 
 impl MemoryArgs {
-    /// Applies the flags to a loaded pipeline.
-    pub fn apply(&self, sd: &mut StableDiffusion) -> Result<()> {
-        sd.set_memory_options(MemoryOptions {
+    pub fn options(&self) -> MemoryOptions {
+        MemoryOptions {
             vae_tiling: self.vae_tiling,
             low_memory: self.low_memory,
-        });
+        }
+    }
+
+    /// Applies the flags to a loaded pipeline.
+    pub fn apply(&self, sd: &mut StableDiffusion) -> Result<()> {
+        sd.set_memory_options(self.options());
         if let Some(dir) = &self.fast_decoder {
             let taesd = AutoencoderTiny::load(dir, sd.device(), sd.kind())
                 .with_context(|| format!("cannot load the fast decoder {}", dir.display()))?;

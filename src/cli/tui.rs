@@ -43,6 +43,9 @@ pub struct TuiArgs {
     pub preview_decoder: Option<PathBuf>,
 
     #[command(flatten)]
+    pub memory: crate::cli::memory_flags::MemoryArgs,
+
+    #[command(flatten)]
     pub remote: crate::remote::RemoteArgs,
 }
 
@@ -57,6 +60,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
         dtype: args.dtype,
         remote: args.remote,
         preview_decoder: args.preview_decoder,
+        memory: args.memory,
     })
     .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)

@@ -40,6 +40,8 @@ pub struct RemoteOptions {
     pub dtype: Option<String>,
     /// A preview every this many steps (0: none).
     pub preview_every: usize,
+    /// How the host trades speed for memory (`--low-memory`, `--vae-tiling`).
+    pub memory: crate::engine::pipeline::MemoryOptions,
     /// The ssh command line (None: $EASEL_SSH, else `ssh`).
     pub ssh: Option<String>,
 }
@@ -186,6 +188,8 @@ impl RemoteWorker {
                 device: options.device.clone(),
                 dtype: options.dtype.clone(),
                 preview_every: options.preview_every,
+                vae_tiling: options.memory.vae_tiling,
+                low_memory: options.memory.low_memory,
             },
         };
         // A write that fails means ssh already ended: its exit status says why, below.

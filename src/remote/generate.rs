@@ -22,9 +22,7 @@ fn check(args: &GenerateArgs) -> Result<()> {
         (args.vae.is_some(), "--vae"),
         (args.model_config.is_some(), "--model-config"),
         (args.embeddings.is_some(), "--embeddings"),
-        // The host's worker has no way to take these yet.
-        (args.memory.vae_tiling, "--vae-tiling"),
-        (args.memory.low_memory, "--low-memory"),
+        // A folder here, which the host cannot read.
         (args.memory.fast_decoder.is_some(), "--fast-decoder"),
     ] {
         if given {
@@ -48,6 +46,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
     };
     options.device = Some(args.device.to_string());
     options.dtype = Some(args.dtype.to_string());
+    options.memory = args.memory.options();
     eprintln!("connecting to {}", options.host);
     let worker = RemoteWorker::connect(&options)?;
     eprintln!("{}", worker.summary());

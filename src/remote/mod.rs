@@ -50,6 +50,7 @@ impl RemoteArgs {
             device: None,
             dtype: None,
             preview_every: 0,
+            memory: Default::default(),
             ssh: None,
         })
     }

@@ -83,6 +83,10 @@ pub struct Session {
     pub dtype: Option<String>,
     /// A preview every this many steps (0: none).
     pub preview_every: usize,
+    /// `--vae-tiling`.
+    pub vae_tiling: bool,
+    /// `--low-memory`.
+    pub low_memory: bool,
 }
 
 /// The worker's answer to a hello.

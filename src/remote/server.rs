@@ -210,6 +210,11 @@ impl State {
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
             preview_decoder: None,
+            memory: crate::engine::pipeline::MemoryOptions {
+                vae_tiling: session.vae_tiling,
+                low_memory: session.low_memory,
+            },
+            fast_decoder: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     }

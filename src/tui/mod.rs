@@ -54,6 +54,8 @@ pub struct TuiOptions {
     pub remote: crate::remote::RemoteArgs,
     /// TAESD for the step previews (a local worker only).
     pub preview_decoder: Option<PathBuf>,
+    /// `--low-memory`, `--vae-tiling` (sent to a remote worker too), `--fast-decoder` (local).
+    pub memory: crate::cli::memory_flags::MemoryArgs,
 }
 
 /// Everything the studio starts from, without the terminal (tests build this too).
@@ -163,25 +165,30 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
             lora_dir: studio.paths.as_ref().map(Paths::loras),
             preview_every: 1,
             preview_decoder: options.preview_decoder.clone(),
+            memory: options.memory.options(),
+            fast_decoder: options.memory.fast_decoder.clone(),
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     };
     let history = studio.paths.as_ref().map(Paths::history);
-    let (worker, connected): (Box<dyn WorkerHandle>, _) =
-        match options.remote.options(&options.out_dir, history) {
-            Some(_) if options.preview_decoder.is_some() => {
-                return Err(
-                    "--preview-decoder works with a local worker: leave it out with --remote"
-                        .into(),
-                )
-            }
-            Some(remote) => {
-                let remote = connect_remote(remote, &options)?;
-                let summary = remote.summary();
-                (Box::new(remote), Some(summary))
-            }
-            None => (Box::new(local()?), None),
-        };
+    let (worker, connected): (Box<dyn WorkerHandle>, _) = match options
+        .remote
+        .options(&options.out_dir, history)
+    {
+        Some(_) if options.preview_decoder.is_some() || options.memory.fast_decoder.is_some() => {
+            return Err(
+                "--preview-decoder and --fast-decoder name folders here, which a remote worker \
+                     cannot read: leave them out with --remote"
+                    .into(),
+            )
+        }
+        Some(remote) => {
+            let remote = connect_remote(remote, &options)?;
+            let summary = remote.summary();
+            (Box::new(remote), Some(summary))
+        }
+        None => (Box::new(local()?), None),
+    };
     if let Some(summary) = connected {
         studio.app.info(summary);
     }
@@ -342,6 +349,7 @@ fn connect_remote(
     remote.device = Some(options.device.to_string());
     remote.dtype = Some(options.dtype.to_string());
     remote.preview_every = 1;
+    remote.memory = options.memory.options();
     eprintln!("connecting to {}", remote.host);
     crate::remote::RemoteWorker::connect(&remote).map_err(|e| e.to_string())
 }

@@ -261,6 +261,12 @@ fn ensure_loaded<'a>(
             });
         })
         .map_err(|e| format!("cannot load the model {model}: {e}"))?;
+        sd.set_memory_options(config.memory);
+        if let Some(dir) = &config.fast_decoder {
+            AutoencoderTiny::load(dir, device, kind)
+                .and_then(|taesd| sd.set_fast_decoder(Some(taesd)))
+                .map_err(|e| format!("cannot use the fast decoder {}: {e}", dir.display()))?;
+        }
         if let Some(dir) = &config.preview_decoder {
             AutoencoderTiny::load(dir, device, kind)
                 .and_then(|taesd| sd.set_preview_decoder(Some(taesd)))

@@ -130,6 +130,10 @@ pub struct WorkerConfig {
     pub preview_every: usize,
     /// TAESD (an AutoencoderTiny folder) drawing those previews; None: the latent map.
     pub preview_decoder: Option<PathBuf>,
+    /// `--low-memory` and `--vae-tiling`, for every model it loads.
+    pub memory: crate::engine::pipeline::MemoryOptions,
+    /// `--fast-decoder`: TAESD decoding the images instead of the VAE.
+    pub fast_decoder: Option<PathBuf>,
 }
 
 /// What a face needs from a worker, so the studio takes the local one or a remote one

@@ -123,6 +123,9 @@ pub struct BatchArgs {
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub memory: crate::cli::memory_flags::MemoryArgs,
+
     /// Print the images the plan makes, which are done, and an estimate of time and disk;
     /// render nothing.
     #[arg(long)]
@@ -350,6 +353,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         lora_dir,
         history: paths.as_ref().map(Paths::history),
         shard: args.shard.map(|s| s.to_string()),
+        memory: args.memory.clone(),
     };
     let outcome = runner::render(&todo, &config, &mut display, stop)?;
     // After the images, so the shard that records a sheet's last cell finds it complete.

@@ -22,6 +22,7 @@ pub struct RunConfig {
     pub history: Option<PathBuf>,
     /// `K/N`, recorded with each image.
     pub shard: Option<String>,
+    pub memory: crate::cli::memory_flags::MemoryArgs,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +76,8 @@ pub fn render(
             lora_dir: config.lora_dir.clone(),
             preview_every: 0,
             preview_decoder: None,
+            memory: config.memory.options(),
+            fast_decoder: config.memory.fast_decoder.clone(),
         })
         .context("cannot start a render worker")?;
         slots.push(Slot {
