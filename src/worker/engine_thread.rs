@@ -225,6 +225,7 @@ fn ensure_loaded<'a>(
             loras: loras.clone(),
             vae: None,
             config: None,
+            ..LoadOptions::default()
         };
         let path = crate::models::resolve(model).map_err(|e| e.to_string())?;
         let mut sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
