@@ -8,9 +8,12 @@
 mod common;
 
 use common::{assert_close, cached_fixture, max_abs_diff, test_device, tiny_sd1, Reference};
+use easel::engine::img2img::InitImage;
 use easel::engine::memory_estimate::safetensors_bytes;
 use easel::engine::offload::{Component, Place};
-use easel::engine::pipeline::{LoadOptions, MemoryOptions, Output, StableDiffusion, TextToImage};
+use easel::engine::pipeline::{
+    Image, LoadOptions, MemoryOptions, Output, StableDiffusion, TextToImage,
+};
 use easel::engine::weights::component_files;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -111,6 +114,38 @@ fn offloaded_sd1_renders_the_same_image_moving_one_component_at_a_time() {
     // A second render moves them again, the same way.
     assert_same("sd1, again", &render(&sd, &r), &plain);
     assert_eq!(moves(&sd).len(), 6);
+}
+
+/// img2img encodes the image with the VAE before the loop: it moves in and out twice.
+#[test]
+fn offloaded_img2img_moves_the_vae_out_before_the_unet_runs() {
+    let _guard = tch::no_grad_guard();
+    let rgb = (0..64 * 64 * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let r = TextToImage {
+        batch_size: 1,
+        init: Some(InitImage {
+            image: Image {
+                width: 64,
+                height: 64,
+                rgb,
+            },
+            strength: 0.5,
+            mask: None,
+        }),
+        ..request()
+    };
+    let plain = render(&load(&tiny_sd1(), false), &r);
+    let sd = load(&tiny_sd1(), true);
+    assert_same("img2img", &render(&sd, &r), &plain);
+    assert_eq!(
+        moves(&sd),
+        on_off(&[
+            &[Component::TextEncoder],
+            &[Component::Vae],
+            &[Component::Unet],
+            &[Component::Vae]
+        ])
+    );
 }
 
 #[test]
