@@ -40,6 +40,7 @@ fn fox(id: u64, steps: usize) -> Job {
         },
         count: 1,
         loras: Vec::new(),
+        ..Default::default()
     }
 }
 

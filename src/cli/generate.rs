@@ -807,6 +807,9 @@ impl Run<'_> {
                 Err(RenderError::Init(e)) => return Err(e.into()),
                 Err(RenderError::NoImage) => bail!("the engine returned no image"),
             };
+            for note in &output.notes {
+                eprintln!("note: {note}");
+            }
             self.written += 1;
             self.record(&path, &recipe);
             let total_s = self.start.elapsed().as_secs_f64();

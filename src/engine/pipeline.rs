@@ -19,6 +19,7 @@ use super::models::unet_config::UNetConfig;
 use super::models::vae::{AutoencoderKl, VaeTiling};
 use super::models::vae_config::VaeConfig;
 use super::offload::{Component, Move, Offload};
+use super::oom;
 use super::pipeline_sdxl::{SdxlConditioning, SdxlPrompt, SdxlText};
 use super::preview::latent_preview;
 use super::prompt::{PromptEncoder, TextualInversions};
@@ -119,6 +120,8 @@ pub struct Output {
     /// The decoded images as floats in [0, 1], NHWC, before 8-bit rounding (for comparisons).
     pub float_images: Tensor,
     pub timings: Timings,
+    /// What the user should hear about this render (a decode retried in tiles).
+    pub notes: Vec<String>,
 }
 
 /// What a load takes besides the model: LoRAs fused into the weights, a replacement VAE, and
@@ -235,8 +238,20 @@ impl StableDiffusion {
         Self::load_with_progress(path, device, kind, options, &mut |_| {})
     }
 
-    /// `load_with`, telling `progress` as each component starts loading.
+    /// `load_with`, telling `progress` as each component starts loading. Running out of
+    /// memory is an `OutOfMemory` error, not a panic.
     pub fn load_with_progress(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
+        oom::enter("loading the model");
+        oom::catch(|| Self::load_unguarded(path, device, kind, options, progress))
+    }
+
+    fn load_unguarded(
         path: &Path,
         device: Device,
         kind: Kind,
@@ -614,7 +629,21 @@ impl StableDiffusion {
     }
 
     /// Renders; `on_step` runs after every step, and `cancel` is checked before each step.
+    /// Running out of memory anywhere is an `OutOfMemory` error saying what was tried.
     pub fn generate(
+        &self,
+        request: &TextToImage,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &AtomicBool,
+    ) -> Result<Output> {
+        oom::enter("preparing the render");
+        oom::catch(|| self.render(request, on_step, cancel)).map_err(|e| {
+            let (size, estimate) = self.estimate_memory(request);
+            oom::with_tried(e, &size, &estimate)
+        })
+    }
+
+    fn render(
         &self,
         request: &TextToImage,
         on_step: &mut dyn FnMut(&Progress),
@@ -661,6 +690,7 @@ impl StableDiffusion {
         let text_on = self
             .offload
             .run(&[Component::TextEncoder, Component::TextEncoder2])?;
+        oom::enter("encoding the prompt");
         let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
             let prompt = SdxlPrompt {
                 prompt: &request.prompt,
@@ -726,6 +756,7 @@ impl StableDiffusion {
         let mut latents = start.latents;
         let runs = timesteps.len() - begin;
         let unet_on = self.offload.run(&[Component::Unet])?;
+        oom::enter("denoising");
         for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -742,6 +773,7 @@ impl StableDiffusion {
             if i == begin {
                 self.unet.check_inputs(&input, &context, &conditioning)?;
             }
+            crate::fault::out_of_memory("unet", self.device);
             let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
@@ -776,7 +808,8 @@ impl StableDiffusion {
         let denoise_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let float_images = self.decode(&latents)?;
+        let mut notes = Vec::new();
+        let float_images = self.decode(&latents, &mut notes)?;
         let mut images = to_rgb8(&float_images);
         if let (Some(init), Some(mask)) = (init, mask.filter(|m| m.keep_unmasked)) {
             let blurred = mask.blurred();
@@ -789,6 +822,7 @@ impl StableDiffusion {
         Ok(Output {
             images,
             float_images,
+            notes,
             timings: Timings {
                 encode_s,
                 denoise_s,
@@ -954,9 +988,36 @@ impl StableDiffusion {
         ))
     }
 
-    /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
-    /// (NaN or inf) decodes again in fp32.
-    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+    /// Latents to images in [0, 1], NHWC, on the CPU. A whole-image decode that runs out of
+    /// memory decodes again in tiles (as `--vae-tiling`), with a note saying so.
+    fn decode(&self, latents: &Tensor, notes: &mut Vec<String>) -> Result<Tensor> {
+        oom::enter("decoding");
+        match oom::catch(|| self.decode_with(latents, false)) {
+            Err(EngineError::OutOfMemory { detail, .. })
+                if self.fast_decoder.is_none() && !self.decodes_in_tiles(latents) =>
+            {
+                notes.push(format!(
+                    "the VAE decode ran out of memory ({detail}): decoded again in tiles, as \
+                     --vae-tiling does"
+                ));
+                oom::enter("decoding in tiles");
+                self.decode_with(latents, true)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether these latents decode in tiles already (`--vae-tiling`, `--low-memory`, size).
+    fn decodes_in_tiles(&self, latents: &Tensor) -> bool {
+        let size = latents.size();
+        let factor = self.latent_scale_factor();
+        let pixels = size.iter().rev().take(2).product::<i64>() * factor * factor;
+        self.tiling_for(&self.vae, pixels).is_some()
+    }
+
+    /// The decode; `tiles` forces tiling. A half-precision VAE that overflows (NaN or inf)
+    /// decodes again in fp32.
+    fn decode_with(&self, latents: &Tensor, tiles: bool) -> Result<Tensor> {
         if let Some(taesd) = &self.fast_decoder {
             let _on = self.offload.run(&[Component::FastDecoder])?;
             let image = taesd.decode(&(latents / taesd.config().scaling_factor))?;
@@ -966,7 +1027,14 @@ impl StableDiffusion {
         let (_, _, h, w) = scaled.size4()?;
         let factor = self.latent_scale_factor();
         let pixels = h * w * factor * factor;
-        let decode = |vae: &AutoencoderKl, z: &Tensor| match self.tiling_for(vae, pixels) {
+        let tiling = |vae: &AutoencoderKl| {
+            self.tiling_for(vae, pixels)
+                .or_else(|| tiles.then(|| vae.default_tiling()))
+        };
+        if tiling(&self.vae).is_none() {
+            crate::fault::out_of_memory("decode", self.device);
+        }
+        let decode = |vae: &AutoencoderKl, z: &Tensor| match tiling(vae) {
             Some(tiling) => vae.decode_tiled(z, &tiling),
             None => vae.decode(z),
         };

@@ -2,7 +2,9 @@
 //! on another host, reached by starting `easel worker --stdio` there through ssh. Events come
 //! back translated: finished PNGs are saved here (recipe and all) and their local paths
 //! reported; a dropped connection fails the jobs it leaves unfinished.
-use super::protocol::{self, Line, Reply, Request, Session, Welcome, PROTOCOL_VERSION};
+use super::protocol::{
+    self, Line, Reply, Request, Session, Upload, Uploads, Welcome, PROTOCOL_VERSION,
+};
 use super::{ssh, RemoteError};
 use crate::output::atomic::{write_atomic, TempFile};
 use crate::worker::{Event, Job, WorkerHandle};
@@ -317,8 +319,9 @@ impl RemoteWorker {
             return Err(message);
         }
         let id = job.id;
+        let uploads = uploads_for(&job)?;
         lock(&self.shared.pending).insert(id);
-        match self.write(&protocol::to_line(&Request::Submit { job })) {
+        match self.write(&protocol::to_line(&Request::Submit { job, uploads })) {
             Ok(()) => Ok(()),
             Err(e) => {
                 lock(&self.shared.pending).remove(&id);
@@ -366,6 +369,31 @@ impl Drop for RemoteWorker {
             self.hang_up(Duration::from_secs(2));
         }
     }
+}
+
+/// The job's init image and mask, read here: the host renders from these bytes, and the
+/// recipe keeps the paths as given.
+fn uploads_for(job: &Job) -> Result<Uploads, String> {
+    let read = |path: &Option<String>, what: &str| -> Result<Option<Upload>, String> {
+        let Some(name) = path else { return Ok(None) };
+        let bytes =
+            std::fs::read(name).map_err(|e| format!("cannot read the {what} {name}: {e}"))?;
+        if bytes.len() > protocol::MAX_UPLOAD_BYTES {
+            return Err(format!(
+                "the {what} {name} is larger than {} MB, the most a remote render takes: \
+                 send a smaller image",
+                protocol::MAX_UPLOAD_BYTES >> 20
+            ));
+        }
+        Ok(Some(Upload {
+            name: name.clone(),
+            bytes: protocol::base64_encode(&bytes),
+        }))
+    };
+    Ok(Uploads {
+        init_image: read(&job.patch.init_image, "init image")?,
+        mask: read(&job.patch.mask, "mask")?,
+    })
 }
 
 impl WorkerHandle for RemoteWorker {

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Refuses what names files here that the host would not see.
-fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
+fn check(args: &GenerateArgs) -> Result<()> {
     for (given, flag) in [
         (args.vae.is_some(), "--vae"),
         (args.model_config.is_some(), "--model-config"),
@@ -26,10 +26,6 @@ fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
         (args.memory.vae_tiling, "--vae-tiling"),
         (args.memory.low_memory, "--low-memory"),
         (args.memory.fast_decoder.is_some(), "--fast-decoder"),
-        (
-            plan.jobs.iter().any(|j| j.patch.init_image.is_some()),
-            "--init-image",
-        ),
     ] {
         if given {
             bail!(
@@ -43,7 +39,7 @@ fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
 }
 
 pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
-    check(args, plan)?;
+    check(args)?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let history = Paths::discover().ok().map(|p| p.history());
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
@@ -75,6 +71,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
                 patch: job.patch.clone(),
                 count: 1,
                 loras: args.loras.clone(),
+                ..Default::default()
             })
             .map_err(anyhow::Error::msg)?;
     }

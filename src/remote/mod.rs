@@ -4,6 +4,7 @@
 //! wire format both sides share.
 pub mod client;
 pub mod generate;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod ssh;

@@ -272,6 +272,7 @@ fn render(app: &mut App) -> Vec<Effect> {
         patch,
         count: app.params.batch,
         loras: app.params.loras.clone(),
+        ..Default::default()
     };
     app.queue.push(QueueItem {
         id,

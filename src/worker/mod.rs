@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 /// One render request: `count` images with seeds `seed`, `seed + 1`, ... (a random seed is
 /// drawn when `seed` is None), each written as its own PNG, as `easel generate --batch`.
 /// Serialized as is by the remote protocol (src/remote).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub id: u64,
     /// The model must be set; unset fields take the model's defaults.
@@ -24,6 +24,17 @@ pub struct Job {
     /// LoRAs to fuse (besides those the prompt's `<lora:NAME:W>` tags name), as `--lora`.
     #[serde(default)]
     pub loras: Vec<RecipeLora>,
+    /// Where the init image and mask are read from when not from the paths the recipe records
+    /// (a remote client's uploads, saved by the host's worker). Never on the wire.
+    #[serde(skip)]
+    pub read_from: InitSources,
+}
+
+/// Files to read in place of a recipe's init image and mask paths.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InitSources {
+    pub init_image: Option<PathBuf>,
+    pub mask: Option<PathBuf>,
 }
 
 /// Where a job's one image goes instead of a new name in the worker's folder (a batch plan's

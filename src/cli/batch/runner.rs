@@ -115,6 +115,7 @@ pub fn render(
                     patch: image.patch.clone(),
                     count: 1,
                     loras: image.loras.clone(),
+                    ..Default::default()
                 };
                 let placement = Placement {
                     path: config.out_dir.join(&image.path),
