@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 const TOL: f64 = 1e-4;
 
 fn load() -> AutoencoderTiny {
-    AutoencoderTiny::load(&reference_path("taesd"), Device::Cpu, Kind::Float)
+    AutoencoderTiny::load(&reference_path("taesd"), common::test_device(), Kind::Float)
         .expect("the tiny TAESD loads with every weight used")
 }
 

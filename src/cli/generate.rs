@@ -728,6 +728,7 @@ impl Run<'_> {
             loras,
             vae: self.args.vae.clone(),
             config: self.args.model_config.clone(),
+            memory: self.args.memory.options(device),
         };
         let mut sd = StableDiffusion::load_with(dir, device, kind, &options)
             .with_context(|| format!("cannot load the model {model}"))?;

@@ -98,6 +98,10 @@ pub struct Weights {
     problems: RefCell<Vec<String>>,
     location: String,
     patch: Option<std::rc::Rc<dyn WeightPatch>>,
+    /// Where tensors are put when not on `device` (the host, for model CPU offload).
+    placement: Option<Device>,
+    /// Every tensor handed out, sharing its TensorImpl with the model's (see `recorded`).
+    handed_out: RefCell<Vec<Tensor>>,
 }
 
 fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
@@ -182,6 +186,8 @@ impl Weights {
             problems: RefCell::default(),
             location,
             patch: None,
+            placement: None,
+            handed_out: RefCell::default(),
         }
     }
 
@@ -271,6 +277,23 @@ impl Weights {
     }
 
     // ---- end of single-file checkpoint support
+
+    /// Puts the tensors on `device` while models still compute on [`device`](Self::device)
+    /// (model CPU offload: weights wait in host memory and move to the GPU only to run).
+    pub fn placed_on(mut self, device: Device) -> Self {
+        self.placement = Some(device);
+        self
+    }
+
+    /// Every tensor handed out so far. Each shares its TensorImpl with the handle the model
+    /// holds, so `set_data` on it moves or converts the model's tensor in place.
+    pub fn recorded(&self) -> Vec<Tensor> {
+        self.handed_out
+            .borrow()
+            .iter()
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
 
     pub fn device(&self) -> Device {
         self.device
@@ -380,13 +403,17 @@ impl Weights {
                 } else {
                     t.kind()
                 });
+                let device = self.placement.unwrap_or(self.device);
+                let mut tensor = None;
                 if let Some(patch) = self.patch.as_ref().filter(|_| t.is_floating_point()) {
-                    let full = t.to_device(self.device).to_kind(Kind::Float);
+                    let full = t.to_device(device).to_kind(Kind::Float);
                     if let Some(delta) = patch.delta(name, &full) {
-                        return (full + delta).to_kind(kind);
+                        tensor = Some((full + delta).to_kind(kind));
                     }
                 }
-                t.to_device(self.device).to_kind(kind)
+                let tensor = tensor.unwrap_or_else(|| t.to_device(device).to_kind(kind));
+                self.handed_out.borrow_mut().push(tensor.shallow_clone());
+                tensor
             }
             Err(e) => {
                 self.problems.borrow_mut().push(e.to_string());

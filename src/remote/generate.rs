@@ -46,7 +46,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
     };
     options.device = Some(args.device.to_string());
     options.dtype = Some(args.dtype.to_string());
-    options.memory = args.memory.options();
+    options.memory = args.memory.requested();
     eprintln!("connecting to {}", options.host);
     let worker = RemoteWorker::connect(&options)?;
     eprintln!("{}", worker.summary());

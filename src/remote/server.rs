@@ -210,10 +210,12 @@ impl State {
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
             preview_decoder: None,
-            memory: crate::engine::pipeline::MemoryOptions {
-                vae_tiling: session.vae_tiling,
-                low_memory: session.low_memory,
-            },
+            // The worker adds offload when its device is a GPU.
+            memory: crate::engine::pipeline::MemoryOptions::new(
+                session.vae_tiling,
+                session.low_memory,
+                tch::Device::Cpu,
+            ),
             fast_decoder: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))

@@ -165,7 +165,7 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
             lora_dir: studio.paths.as_ref().map(Paths::loras),
             preview_every: 1,
             preview_decoder: options.preview_decoder.clone(),
-            memory: options.memory.options(),
+            memory: options.memory.requested(),
             fast_decoder: options.memory.fast_decoder.clone(),
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
@@ -349,7 +349,7 @@ fn connect_remote(
     remote.device = Some(options.device.to_string());
     remote.dtype = Some(options.dtype.to_string());
     remote.preview_every = 1;
-    remote.memory = options.memory.options();
+    remote.memory = options.memory.requested();
     eprintln!("connecting to {}", remote.host);
     crate::remote::RemoteWorker::connect(&remote).map_err(|e| e.to_string())
 }

@@ -3,7 +3,7 @@ use super::{Event, Flags, InitSources, Job, Picture, Placement, Queued, WorkerCo
 use crate::engine::device::{device_name, kind_name};
 use crate::engine::lora::{prompt_tags, LoraSpec};
 use crate::engine::models::autoencoder_tiny::AutoencoderTiny;
-use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
+use crate::engine::pipeline::{Image, LoadOptions, MemoryOptions, StableDiffusion, TextToImage};
 use crate::output::naming::{self, OutputTarget};
 use crate::recipe::RecipePatch;
 use crate::render;
@@ -248,10 +248,13 @@ fn ensure_loaded<'a>(
         let start = Instant::now();
         let device = config.device.resolve().map_err(|e| e.to_string())?;
         let kind = config.dtype.resolve(device);
+        // Offload is decided here, where the device is known.
+        let memory = MemoryOptions::new(config.memory.vae_tiling, config.memory.low_memory, device);
         let options = LoadOptions {
             loras: loras.clone(),
             vae: None,
             config: None,
+            memory,
         };
         let path = crate::models::resolve(model).map_err(|e| e.to_string())?;
         let mut sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
@@ -261,10 +264,9 @@ fn ensure_loaded<'a>(
             });
         })
         .map_err(|e| format!("cannot load the model {model}: {e}"))?;
-        sd.set_memory_options(config.memory);
+        sd.set_memory_options(memory);
         if let Some(dir) = &config.fast_decoder {
-            AutoencoderTiny::load(dir, device, kind)
-                .and_then(|taesd| sd.set_fast_decoder(Some(taesd)))
+            sd.load_fast_decoder(dir)
                 .map_err(|e| format!("cannot use the fast decoder {}: {e}", dir.display()))?;
         }
         if let Some(dir) = &config.preview_decoder {

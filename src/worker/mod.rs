@@ -130,7 +130,8 @@ pub struct WorkerConfig {
     pub preview_every: usize,
     /// TAESD (an AutoencoderTiny folder) drawing those previews; None: the latent map.
     pub preview_decoder: Option<PathBuf>,
-    /// `--low-memory` and `--vae-tiling`, for every model it loads.
+    /// `--low-memory` and `--vae-tiling`, for every model it loads (offload follows from
+    /// `low_memory` once the device is known).
     pub memory: crate::engine::pipeline::MemoryOptions,
     /// `--fast-decoder`: TAESD decoding the images instead of the VAE.
     pub fast_decoder: Option<PathBuf>,

@@ -76,7 +76,7 @@ pub fn render(
             lora_dir: config.lora_dir.clone(),
             preview_every: 0,
             preview_decoder: None,
-            memory: config.memory.options(),
+            memory: config.memory.requested(),
             fast_decoder: config.memory.fast_decoder.clone(),
         })
         .context("cannot start a render worker")?;
