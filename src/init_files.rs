@@ -28,10 +28,17 @@ pub enum InitFileError {
 }
 
 fn read_error(what: &'static str, path: &Path, e: &image::ImageError) -> InitFileError {
+    // The decoder's words for these ("format could not be determined", "unexpected end of
+    // file") hide the plain cause.
+    let reason = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => "it is a folder, not a file".to_string(),
+        Ok(m) if m.len() == 0 => "the file is empty".to_string(),
+        _ => e.to_string(),
+    };
     InitFileError::Read {
         what,
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason,
     }
 }
 

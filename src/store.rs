@@ -46,7 +46,8 @@ pub fn lock(path: &Path) -> io::Result<FileLock> {
     Ok(FileLock { _file: file })
 }
 
-fn lock_path(path: &Path) -> PathBuf {
+/// The file `lock` takes for `path`: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     path.with_file_name(name)

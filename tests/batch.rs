@@ -4,6 +4,7 @@ mod batch_support;
 
 use batch_support::*;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::Stdio;
 
 fn plan_text(model: &str) -> String {
@@ -452,4 +453,53 @@ fn help_documents_every_placeholder_and_key() {
     ] {
         assert!(help.contains(word), "{word} not in:\n{help}");
     }
+}
+
+/// `--vae-tiling` and `--low-memory` apply to every image of a batch, as to `easel generate`.
+#[test]
+fn memory_flags_apply_to_every_image() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let plan = write_plan(
+        root.path(),
+        &format!(
+            "[defaults]\nmodel = \"{}\"\nsteps = 2\nwidth = 96\nheight = 96\n[[jobs]]\nprompt = \"a red fox\"\nseed = 5\n",
+            tiny()
+        ),
+    );
+    let rgb = |path: &Path| image::open(path).unwrap().to_rgb8().into_raw();
+    let generate = |name: &str, flag: &str| {
+        let out = root.path().join(name);
+        let run = output(
+            easel(&home)
+                .args(["generate", "a red fox", "--seed", "5", "--steps", "2"])
+                .args(["--width", "96", "--height", "96", flag, "--model"])
+                .arg(tiny())
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        rgb(&out)
+    };
+    for flag in ["--vae-tiling", "--low-memory"] {
+        let out = root.path().join(flag.trim_start_matches('-'));
+        let run = output(
+            easel(&home)
+                .arg("batch")
+                .arg(&plan)
+                .arg(flag)
+                .arg("--out")
+                .arg(&out),
+        );
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let made = pngs(&out);
+        assert_eq!(made.len(), 1, "{made:?}");
+        let path = out.join(made.keys().next().unwrap());
+        assert_eq!(rgb(&path), generate(&format!("{flag}.png"), flag), "{flag}");
+    }
+    // At this size tiling changes the decode, so the comparison above could fail.
+    assert_ne!(
+        generate("plain.png", "--device=cpu"),
+        generate("tiled.png", "--vae-tiling")
+    );
 }

@@ -75,7 +75,8 @@ fn images_match(model: &str, min_cases: usize) {
     let samplers: std::collections::BTreeSet<&str> =
         cases.iter().map(|(_, c)| c.sampler.as_str()).collect();
     let reference = Reference::open("families.safetensors");
-    let sd = StableDiffusion::load(&cached_fixture(model), Device::Cpu, Kind::Float).unwrap();
+    let sd =
+        StableDiffusion::load(&cached_fixture(model), common::test_device(), Kind::Float).unwrap();
     let never = AtomicBool::new(false);
     for (name, c) in &cases {
         let out = sd.generate(&request(c), &mut |_| {}, &never).unwrap();

@@ -97,6 +97,7 @@ fn sliced_attention_gives_the_unsliced_images() {
     sd.set_memory_options(MemoryOptions {
         low_memory: true,
         vae_tiling: false,
+        ..MemoryOptions::default()
     });
     let sliced = sd
         .generate(&r, &mut |_| {}, &AtomicBool::new(false))

@@ -44,6 +44,16 @@ fn the_studio_opens_on_the_default_model_and_renders_with_its_name() {
         ],
     );
     easel(&home, &["models", "default", "tinylocal"]);
+    easel(
+        &home,
+        &[
+            "models",
+            "add",
+            fixture.to_str().unwrap(),
+            "--name",
+            "tinyother",
+        ],
+    );
     // A session with settings but no model: the default fills it.
     let data = home.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -103,6 +113,59 @@ fn the_studio_opens_on_the_default_model_and_renders_with_its_name() {
         (recipe.model.as_str(), recipe.prompt.as_str(), recipe.steps),
         ("tinylocal", "a red fox", 2)
     );
+
+    // The picker (Ctrl-K) lists the catalog and registered models; one not downloaded says
+    // how to get it, a ready one becomes the model the next render uses.
+    tmux.keys(&["C-k"]);
+    let picker = tmux.wait_for("Models: filter", 10);
+    for want in [
+        "tinylocal",
+        "tinyother",
+        "sd15",
+        "sdxl-turbo",
+        "not pulled",
+        "(default)",
+    ] {
+        assert!(picker.contains(want), "{want} is not listed:\n{picker}");
+    }
+    tmux.text("sdxl-tu");
+    tmux.wait_for(
+        "not ready: download it first with `easel models pull sdxl-turbo`",
+        10,
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("sdxl-turbo is not ready", 10);
+    tmux.keys(&[
+        "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace", "BSpace",
+    ]);
+    tmux.text("other");
+    tmux.wait_for("Enter renders with tinyother", 10);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("model set to tinyother", 10);
+    tmux.keys(&["F5"]);
+    let first_line = line.trim().to_string();
+    let started = std::time::Instant::now();
+    let line = loop {
+        let screen = tmux.screen();
+        if let Some(l) = screen
+            .lines()
+            .find(|l| l.contains("done: outputs/") && l.trim() != first_line)
+        {
+            break l.to_string();
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no second render:\n{screen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let png = root
+        .path()
+        .join(line.trim().trim_start_matches("done: ").trim());
+    let recipe = easel::output::png::read_recipe(&png)
+        .unwrap()
+        .expect("easel's recipe chunk");
+    assert_eq!(recipe.model, "tinyother");
     tmux.run(&["send-keys", "-t", &tmux.session, "C-q"]);
     tmux.wait_for("EASEL-EXIT 0", 30);
 }

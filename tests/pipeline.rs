@@ -53,7 +53,7 @@ fn images_match_diffusers() {
         "the reference should hold every sampler, seed, size and guidance case"
     );
     let reference = Reference::open("pipeline.safetensors");
-    let model = StableDiffusion::load(&tiny_sd1(), Device::Cpu, Kind::Float).unwrap();
+    let model = StableDiffusion::load(&tiny_sd1(), common::test_device(), Kind::Float).unwrap();
     let never = AtomicBool::new(false);
     for (name, case) in &cases {
         let mut steps_seen = Vec::new();

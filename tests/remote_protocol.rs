@@ -39,6 +39,8 @@ fn every_message_round_trips() {
             device: Some("cuda:1".into()),
             dtype: Some("bf16".into()),
             preview_every: 2,
+            vae_tiling: true,
+            low_memory: false,
         },
     });
     round_trip_request(Request::Submit {
@@ -57,7 +59,9 @@ fn every_message_round_trips() {
                 path: "ink.safetensors".into(),
                 weight: -0.35,
             }],
+            ..Default::default()
         },
+        uploads: Default::default(),
     });
     round_trip_request(Request::Cancel { id: 9 });
     let pic = WirePicture {
@@ -204,7 +208,9 @@ fn bad_messages_get_error_replies_and_the_worker_serves_on() {
             patch: fox_patch(1),
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         },
+        uploads: Default::default(),
     };
     // Before the hello, a job is refused with its id.
     pipe.send(&job);
@@ -268,7 +274,9 @@ fn bad_messages_get_error_replies_and_the_worker_serves_on() {
             },
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         },
+        uploads: Default::default(),
     });
     let replies = pipe.until(60, |r| matches!(r, Reply::Failed { .. }));
     match replies.last() {

@@ -20,6 +20,7 @@ fn job(id: u64, steps: usize) -> Job {
         patch: fox_patch(steps),
         count: 1,
         loras: Vec::new(),
+        ..Default::default()
     }
 }
 

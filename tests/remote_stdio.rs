@@ -19,7 +19,9 @@ fn submit(id: u64, patch: easel::recipe::RecipePatch) -> Request {
             patch,
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         },
+        uploads: Default::default(),
     }
 }
 
@@ -218,6 +220,7 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
             patch: fox_patch(4),
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         })
         .unwrap();
     let events = wait_for(&worker, |e| {
@@ -287,6 +290,7 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
                 patch: fox_patch(1),
                 count: 1,
                 loras: Vec::new(),
+                ..Default::default()
             })
             .unwrap();
         let events = wait_for(&worker, |e| {
@@ -307,6 +311,7 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
             patch: fox_patch(500),
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         })
         .unwrap();
     wait_for(&worker, |e| matches!(e, Event::Progress { id: 4, .. }));
@@ -328,6 +333,7 @@ fn remote_worker_saves_pngs_here_and_reports_a_lost_connection() {
             patch: fox_patch(1),
             count: 1,
             loras: Vec::new(),
+            ..Default::default()
         })
         .unwrap_err();
     assert!(err.contains("was lost"), "{err}");
@@ -396,18 +402,174 @@ fn generate_remote_saves_here_with_generates_pixels() {
         stderr.contains("--embeddings is not supported with --remote"),
         "{stderr}"
     );
-    for flag in ["--low-memory", "--vae-tiling"] {
-        let refused = Command::new(easel_bin())
-            .args(["generate", "x", flag, "--remote", "gpu-box", "--model"])
-            .arg(tiny_sd1())
-            .env("EASEL_SSH", "/nonexistent/ssh")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success());
+    let refused = Command::new(easel_bin())
+        .args([
+            "generate",
+            "x",
+            "--fast-decoder",
+            "/tmp",
+            "--remote",
+            "gpu-box",
+            "--model",
+        ])
+        .arg(tiny_sd1())
+        .env("EASEL_SSH", "/nonexistent/ssh")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("--fast-decoder is not supported with --remote"),
+        "{stderr}"
+    );
+}
+
+/// `--vae-tiling` (and `--low-memory`) reach the host: a remote render decoded in tiles equals
+/// the local tiled render, which differs from a whole decode at this size.
+#[test]
+fn generate_remote_takes_the_memory_flags_to_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let render = |out: &Path, extra: &[&str], remote: bool| {
+        let mut cmd = Command::new(easel_bin());
+        cmd.args([
+            "generate",
+            "a red fox",
+            "--seed",
+            "5",
+            "--steps",
+            "2",
+            "--width",
+            "96",
+            "--height",
+            "96",
+            "--device",
+            "cpu",
+        ])
+        .args(extra)
+        .arg("--model")
+        .arg(tiny_sd1())
+        .arg("--out")
+        .arg(out)
+        .env("EASEL_HOME", root.path().join("local-home"));
+        if remote {
+            cmd.args(["--remote", "gpu-box", "--remote-easel"])
+                .arg(easel_bin())
+                .env("EASEL_SSH", &ssh);
+        }
+        let run = cmd.output().unwrap();
         assert!(
-            stderr.contains(&format!("{flag} is not supported with --remote")),
-            "{stderr}"
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
         );
+        rgb(&std::fs::read(out).unwrap()).2
+    };
+    let whole = render(&root.path().join("whole.png"), &[], false);
+    let tiled = render(&root.path().join("tiled.png"), &["--vae-tiling"], false);
+    assert_ne!(whole, tiled, "tiling shows at 96x96 on the tiny VAE");
+    let there = render(&root.path().join("there.png"), &["--vae-tiling"], true);
+    assert_eq!(there, tiled);
+    let low = render(&root.path().join("low.png"), &["--low-memory"], true);
+    assert_eq!(
+        low,
+        render(&root.path().join("low-here.png"), &["--low-memory"], false)
+    );
+}
+
+/// img2img and inpainting over --remote: the init image and mask travel with the job (the host
+/// reads neither from its own disk), the render equals `easel generate` here, and the recipe
+/// keeps the paths as given here.
+#[test]
+fn generate_remote_sends_the_init_image_and_mask_with_the_job() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let pictures = root.path().join("pictures");
+    std::fs::create_dir_all(&pictures).unwrap();
+    let init = pictures.join("street.png");
+    let mask = pictures.join("street-mask.png");
+    let (w, h) = (48u32, 32u32);
+    let mut init_rgb = Vec::new();
+    let mut mask_l = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            init_rgb.extend([(x * 5) as u8, (y * 7) as u8, ((x * y) % 251) as u8]);
+            mask_l.push(if x > w / 3 && y > h / 4 { 255 } else { 0 });
+        }
     }
+    image::save_buffer(&init, &init_rgb, w, h, image::ColorType::Rgb8).unwrap();
+    image::save_buffer(&mask, &mask_l, w, h, image::ColorType::L8).unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "generate",
+            "a red fox",
+            "--seed",
+            "3",
+            "--steps",
+            "3",
+            "--strength",
+            "0.6",
+            "--init-image",
+            init.to_str().unwrap(),
+            "--mask",
+            mask.to_str().unwrap(),
+            "--model",
+            tiny_sd1().to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let here = root.path().join("here.png");
+    let local = Command::new(easel_bin())
+        .args(args(&here))
+        .env("EASEL_HOME", root.path().join("local-home"))
+        .output()
+        .unwrap();
+    assert!(
+        local.status.success(),
+        "{}",
+        String::from_utf8_lossy(&local.stderr)
+    );
+    let there = root.path().join("there.png");
+    let remote = Command::new(easel_bin())
+        .args(args(&there))
+        .args(["--remote", "gpu-box", "--remote-easel"])
+        .arg(easel_bin())
+        .env("EASEL_SSH", &ssh)
+        .env("EASEL_HOME", root.path().join("local-home"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&remote.stderr);
+    assert!(remote.status.success(), "{stderr}");
+    assert!(stderr.contains("connected to gpu-box"), "{stderr}");
+    let (a, b) = (
+        std::fs::read(&here).unwrap(),
+        std::fs::read(&there).unwrap(),
+    );
+    assert_eq!(rgb(&a).2, rgb(&b).2, "the host renders what renders here");
+    let recipe = easel::output::png::read_recipe(&there).unwrap().unwrap();
+    let init_recipe = recipe.init.expect("an img2img recipe");
+    assert_eq!(init_recipe.image, init.to_str().unwrap());
+    assert_eq!(init_recipe.mask.as_deref(), mask.to_str());
+    assert_eq!(init_recipe.strength, 0.6);
+    // The host kept nothing of them: its inputs folder went with the session.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("easel-inputs-"))
+        .filter(|e| {
+            std::fs::read_dir(e.path())
+                .map(|d| {
+                    d.flatten()
+                        .any(|f| std::fs::read(f.path()).ok() == std::fs::read(&init).ok())
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

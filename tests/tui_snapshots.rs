@@ -177,6 +177,31 @@ fn help_and_presets_overlays() {
         }]),
     );
     insta::assert_snapshot!("gallery_80x24", screen(&app, 80, 24));
+    update(&mut app, Action::Cancel);
+    update(&mut app, Action::Models);
+    let row = |name: &str, detail: &str, ready: bool, default: bool| easel::tui::app::ModelRow {
+        name: name.into(),
+        detail: detail.into(),
+        ready,
+        default,
+        hint: (!ready).then(|| format!("download it first with `easel models pull {name}`")),
+    };
+    update(
+        &mut app,
+        Action::ModelList(vec![
+            row(
+                "sd15",
+                "SD 1.x  ~4.3 GB  not pulled  Stable Diffusion 1.5",
+                false,
+                false,
+            ),
+            row("sdxl", "SDXL  6.9 GB  ready  SDXL base 1.0", true, true),
+            row("mine", "SD 1.x  2.1 GB  ready  /data/mine", true, false),
+        ]),
+    );
+    update(&mut app, Action::Down);
+    update(&mut app, Action::Down);
+    insta::assert_snapshot!("models_80x24", screen(&app, 80, 24));
 }
 
 #[test]

@@ -690,3 +690,79 @@ fn gallery_recipes_fill_the_img2img_fields_and_sessions_keep_them() {
     let job = &submitted(&update(&mut app, Action::Render))[0];
     assert_eq!(job.patch.init(), None);
 }
+
+fn model_row(name: &str, ready: bool) -> easel::tui::app::ModelRow {
+    easel::tui::app::ModelRow {
+        name: name.into(),
+        detail: if ready {
+            "SD 1.x  ready"
+        } else {
+            "SDXL  not pulled"
+        }
+        .into(),
+        ready,
+        default: false,
+        hint: (!ready).then(|| format!("download it first with `easel models pull {name}`")),
+    }
+}
+
+#[test]
+fn the_model_picker_lists_filters_and_sets_only_ready_models() {
+    let mut app = app_with_model();
+    // Ctrl-K opens it and asks for the list; the list opens on the model in use.
+    assert_eq!(update(&mut app, Action::Models), vec![Effect::ListModels]);
+    assert!(matches!(app.overlay, Overlay::Models { .. }));
+    update(
+        &mut app,
+        Action::ModelList(vec![
+            model_row("sdxl", false),
+            model_row("alpha", true),
+            model_row("models/tiny", true),
+        ]),
+    );
+    let names: Vec<&str> = app
+        .filtered_models()
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["alpha", "models/tiny", "sdxl"], "ready ones first");
+    assert!(matches!(app.overlay, Overlay::Models { selected: 1, .. }));
+
+    // One not downloaded is refused with what to do; the picker stays open.
+    type_text(&mut app, "sdx");
+    assert_eq!(app.filtered_models().len(), 1);
+    assert_eq!(update(&mut app, Action::Enter), vec![]);
+    let message = app.message.clone().unwrap().text;
+    assert!(
+        message.contains("sdxl is not ready") && message.contains("easel models pull sdxl"),
+        "{message}"
+    );
+    assert!(matches!(app.overlay, Overlay::Models { .. }));
+    assert_eq!(app.params.model.as_deref(), Some("models/tiny"));
+
+    // A ready one is the model from now on; the session keeps it.
+    for _ in 0..3 {
+        update(&mut app, Action::Backspace);
+    }
+    type_text(&mut app, "alp");
+    assert_eq!(update(&mut app, Action::Enter), vec![Effect::SaveSession]);
+    assert_eq!(app.overlay, Overlay::None);
+    assert_eq!(app.params.model.as_deref(), Some("alpha"));
+    type_text(&mut app, "a fox");
+    let job = &submitted(&update(&mut app, Action::Render))[0];
+    assert_eq!(job.patch.model.as_deref(), Some("alpha"));
+
+    // Enter (or an arrow) on the model field opens it too; Esc closes it unchanged; a path
+    // typed into the field still works.
+    app.focus = Focus::Params;
+    app.field = Field::Model;
+    assert_eq!(update(&mut app, Action::Right), vec![Effect::ListModels]);
+    update(&mut app, Action::Cancel);
+    assert_eq!(app.overlay, Overlay::None);
+    assert_eq!(update(&mut app, Action::Enter), vec![Effect::ListModels]);
+    update(&mut app, Action::Cancel);
+    type_text(&mut app, "/data/my-model");
+    update(&mut app, Action::Enter);
+    assert_eq!(app.params.model.as_deref(), Some("/data/my-model"));
+    assert_eq!(app.overlay, Overlay::None);
+}

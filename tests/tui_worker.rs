@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 fn worker(out: &Path, preview_every: usize) -> Worker {
+    worker_with(out, preview_every, None)
+}
+
+fn worker_with(out: &Path, preview_every: usize, preview_decoder: Option<PathBuf>) -> Worker {
     Worker::spawn(WorkerConfig {
         device: DeviceChoice::Cpu,
         dtype: DtypeChoice::Auto,
@@ -18,6 +22,9 @@ fn worker(out: &Path, preview_every: usize) -> Worker {
         embeddings: Vec::new(),
         lora_dir: None,
         preview_every,
+        preview_decoder,
+        memory: Default::default(),
+        fast_decoder: None,
     })
     .unwrap()
 }
@@ -35,6 +42,7 @@ fn fox(id: u64, steps: usize) -> Job {
         },
         count: 1,
         loras: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -370,5 +378,45 @@ fn a_missing_init_image_fails_its_job_and_the_next_one_renders() {
     assert!(
         matches!(events.last(), Some(Event::Done { id: 2, paths }) if paths.len() == 1),
         "{events:?}"
+    );
+}
+
+/// `easel tui --preview-decoder DIR`: the worker draws step previews with that TAESD, at the
+/// image's size; a folder that is not a TAESD fails the job with what to do.
+#[test]
+fn a_preview_decoder_gives_full_size_previews_and_a_bad_one_fails_clearly() {
+    let _guard = tch::no_grad_guard();
+    let out = tempfile::tempdir().unwrap();
+    let taesd = common::reference_path("taesd-x2");
+    let w = worker_with(out.path(), 1, Some(taesd));
+    let mut job = fox(1, 2);
+    job.patch.width = Some(48);
+    job.patch.height = Some(32);
+    w.submit(job).unwrap();
+    let events = events_until(&w, |e| {
+        matches!(e, Event::Done { .. } | Event::Failed { .. })
+    });
+    let sizes: Vec<(u32, u32)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress {
+                preview: Some(p), ..
+            } => Some((p.width, p.height)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [(48, 32), (48, 32)], "{events:?}");
+
+    let bad = worker_with(out.path(), 1, Some(out.path().join("no-taesd")));
+    bad.submit(fox(2, 1)).unwrap();
+    let events = events_until(&bad, |e| {
+        matches!(e, Event::Done { .. } | Event::Failed { .. })
+    });
+    let Some(Event::Failed { message, .. }) = events.last() else {
+        panic!("the job should fail: {events:?}");
+    };
+    assert!(
+        message.contains("cannot use the preview decoder") && message.contains("no-taesd"),
+        "{message}"
     );
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, max_abs_diff, tiny_sd1, Reference};
 use easel::engine::models::vae::{AutoencoderKl, VaeConfig, VaeTiling};
 use easel::engine::weights::{component_files, Weights};
-use tch::{Device, Kind};
+use tch::Kind;
 
 const TOL: f64 = 1e-4;
 /// perf_ref.py's tile side in latent pixels.
@@ -16,7 +16,7 @@ fn load() -> AutoencoderKl {
     let config = VaeConfig::from_file(&tiny_sd1().join("vae/config.json")).expect("config reads");
     let files = component_files(&tiny_sd1().join("vae"), "diffusion_pytorch_model", None)
         .expect("weights found");
-    let weights = Weights::open(&files, Device::Cpu, Kind::Float).expect("weights open");
+    let weights = Weights::open(&files, common::test_device(), Kind::Float).expect("weights open");
     let vae = AutoencoderKl::new(&weights.root(), &config).expect("vae builds");
     weights.finish().expect("every tensor used, none missing");
     vae

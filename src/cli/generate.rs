@@ -89,7 +89,7 @@ a second Ctrl-C quits at once.";
 #[command(after_long_help = EXAMPLES)]
 pub struct GenerateArgs {
     /// What to draw; `-` reads the prompt from standard input.
-    #[arg(value_name = "PROMPT")]
+    #[arg(value_name = "PROMPT", value_parser = super::text_arg::Utf8Text("the prompt"))]
     pub prompt: Option<String>,
 
     /// Start from the recipe in a PNG made by easel, AUTOMATIC1111 or stable-diffusion.cpp;
@@ -118,7 +118,7 @@ pub struct GenerateArgs {
     pub vae: Option<PathBuf>,
 
     /// What to steer away from (the negative prompt).
-    #[arg(short, long, value_name = "TEXT")]
+    #[arg(short, long, value_name = "TEXT", value_parser = super::text_arg::Utf8Text("the negative prompt"))]
     pub negative: Option<String>,
 
     /// Denoising steps, 1 to 1000 [default: the model's: 1 for turbo models, else 20].
@@ -127,7 +127,7 @@ pub struct GenerateArgs {
 
     /// Guidance scale: how strongly the image follows the prompt; 1 or less turns guidance off
     /// [default: the model's: 0 for turbo models, 5 for SDXL, else 7.5].
-    #[arg(short, long, value_name = "F")]
+    #[arg(short, long, value_name = "F", allow_negative_numbers = true)]
     pub cfg: Option<f64>,
 
     /// Seed of the noise; the same seed and settings give the same image [default: random].
@@ -614,6 +614,7 @@ pub fn run(args: GenerateArgs) -> Result<ExitCode> {
     }
     let embeddings = embeddings_dirs(args.embeddings.as_deref())?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
+    target.check_writable()?;
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
     let history = match Paths::discover() {
         Ok(p) => Some(p.history()),
@@ -727,6 +728,7 @@ impl Run<'_> {
             loras,
             vae: self.args.vae.clone(),
             config: self.args.model_config.clone(),
+            memory: self.args.memory.options(device),
         };
         let mut sd = StableDiffusion::load_with(dir, device, kind, &options)
             .with_context(|| format!("cannot load the model {model}"))?;
@@ -805,6 +807,9 @@ impl Run<'_> {
                 Err(RenderError::Init(e)) => return Err(e.into()),
                 Err(RenderError::NoImage) => bail!("the engine returned no image"),
             };
+            for note in &output.notes {
+                eprintln!("note: {note}");
+            }
             self.written += 1;
             self.record(&path, &recipe);
             let total_s = self.start.elapsed().as_secs_f64();

@@ -1,9 +1,9 @@
 //! `easel generate`'s memory flags, kept apart so that generate.rs carries one line for them.
-use crate::engine::models::autoencoder_tiny::AutoencoderTiny;
 use crate::engine::pipeline::{MemoryOptions, StableDiffusion};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
+use tch::Device;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct MemoryArgs {
@@ -12,7 +12,9 @@ pub struct MemoryArgs {
     #[arg(long)]
     pub vae_tiling: bool,
 
-    /// Save memory at some cost in speed: attention in slices and VAE tiling.
+    /// Save memory at some cost in speed: attention in slices and VAE tiling; on CUDA also
+    /// model CPU offload (weights wait in RAM, each model moves to the GPU only while it runs,
+    /// as diffusers' enable_model_cpu_offload). On a CPU, offload does nothing.
     #[arg(long)]
     pub low_memory: bool,
 
@@ -23,16 +25,23 @@ pub struct MemoryArgs {
 }
 
 impl MemoryArgs {
+    /// What the flags ask for on `device` (pass it to the load, so that offloaded weights
+    /// load into RAM, never all onto the GPU).
+    pub fn options(&self, device: Device) -> MemoryOptions {
+        MemoryOptions::new(self.vae_tiling, self.low_memory, device)
+    }
+
+    /// The flags for a worker, which decides offload once it knows its device.
+    pub fn requested(&self) -> MemoryOptions {
+        self.options(Device::Cpu)
+    }
+
     /// Applies the flags to a loaded pipeline.
     pub fn apply(&self, sd: &mut StableDiffusion) -> Result<()> {
-        sd.set_memory_options(MemoryOptions {
-            vae_tiling: self.vae_tiling,
-            low_memory: self.low_memory,
-        });
+        sd.set_memory_options(self.options(sd.device()));
         if let Some(dir) = &self.fast_decoder {
-            let taesd = AutoencoderTiny::load(dir, sd.device(), sd.kind())
+            sd.load_fast_decoder(dir)
                 .with_context(|| format!("cannot load the fast decoder {}", dir.display()))?;
-            sd.set_fast_decoder(Some(taesd))?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ pub mod preview;
 pub mod progress;
 pub mod report;
 pub mod sheet;
+pub mod text_arg;
 pub mod tui;
 pub mod worker;
 

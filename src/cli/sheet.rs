@@ -25,13 +25,6 @@ pub fn draw_and_save(
     cells: &[Option<Image>],
     paths: &[Option<PathBuf>],
 ) -> Result<(PathBuf, Image)> {
-    let image = contact_sheet::draw(&contact_sheet::Sheet {
-        columns: layout.columns,
-        rows: layout.rows,
-        cells: cells.iter().flatten().collect(),
-        column_labels: layout.column_labels.clone(),
-        row_labels: layout.row_labels.clone(),
-    })?;
     let names: Vec<String> = paths
         .iter()
         .flatten()
@@ -42,14 +35,41 @@ pub fn draw_and_save(
                 .into_owned()
         })
         .collect();
+    let cells: Vec<&Image> = cells.iter().flatten().collect();
+    let (image, note) = draw(layout, &cells, &names)?;
+    let path = save(target, stamp, seed, layout.kind, &image, &note)?;
+    Ok((path, image))
+}
+
+/// The sheet's picture and the note that says what it shows and which files are its cells.
+pub fn draw(
+    layout: &SheetPlan,
+    cells: &[&Image],
+    names: &[String],
+) -> Result<(Image, serde_json::Value)> {
+    let image = contact_sheet::draw(&contact_sheet::Sheet {
+        columns: layout.columns,
+        rows: layout.rows,
+        cells: cells.to_vec(),
+        column_labels: layout.column_labels.clone(),
+        row_labels: layout.row_labels.clone(),
+    })?;
     let note = serde_json::json!({
         "kind": layout.kind.name(),
         "columns": layout.columns,
         "rows": layout.rows,
         "cells": names,
     });
-    let path = save(target, stamp, seed, layout.kind, &image, &note)?;
-    Ok((path, image))
+    Ok((image, note))
+}
+
+/// The sheet as PNG bytes, its note in the `easel-sheet` chunk.
+pub fn encode_sheet(image: &Image, note: &serde_json::Value) -> Result<Vec<u8>> {
+    let chunks = [TextChunk::Utf8 {
+        keyword: SHEET_KEY.into(),
+        text: note.to_string(),
+    }];
+    Ok(encode(image, &chunks)?)
 }
 
 pub fn save(
@@ -60,11 +80,7 @@ pub fn save(
     image: &Image,
     note: &serde_json::Value,
 ) -> Result<PathBuf> {
-    let chunks = [TextChunk::Utf8 {
-        keyword: SHEET_KEY.into(),
-        text: note.to_string(),
-    }];
-    let bytes = encode(image, &chunks)?;
+    let bytes = encode_sheet(image, note)?;
     let write = |path: &PathBuf, replace: bool| {
         std::fs::create_dir_all(parent_dir(path))?;
         write_atomic(path, replace, |f| f.write_all(&bytes))

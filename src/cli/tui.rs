@@ -36,6 +36,15 @@ pub struct TuiArgs {
     #[arg(long, value_name = "PATH", hide = true)]
     pub demo_model: Option<PathBuf>,
 
+    /// Draw the step previews with TAESD (a diffusers AutoencoderTiny folder: madebyollin/taesd
+    /// for SD 1.x/2.x, taesdxl for SDXL): full size and close to the final image, for a few
+    /// milliseconds a step. Without it, previews are a cheap latent-to-colour map.
+    #[arg(long, value_name = "DIR")]
+    pub preview_decoder: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub memory: crate::cli::memory_flags::MemoryArgs,
+
     #[command(flatten)]
     pub remote: crate::remote::RemoteArgs,
 }
@@ -50,6 +59,8 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
         device: args.device,
         dtype: args.dtype,
         remote: args.remote,
+        preview_decoder: args.preview_decoder,
+        memory: args.memory,
     })
     .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 use super::error::{EngineError, Result};
 use std::fmt;
 use std::str::FromStr;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 /// The user's device choice, before it is resolved against what libtorch sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +118,22 @@ pub fn device_name(device: Device) -> String {
     match device {
         Device::Cuda(n) => format!("cuda:{n}"),
         _ => "cpu".to_string(),
+    }
+}
+
+/// A host tensor copied to `device` without making the host wait: through pinned memory and
+/// non-blocking on CUDA. A plain copy from pageable memory blocks until the GPU has finished
+/// everything queued before it, which inside the sampling loop would stall every step.
+pub fn upload(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == device {
+        return t.shallow_clone();
+    }
+    match device {
+        Device::Cuda(_) => t
+            .f_pin_memory(device)
+            .and_then(|pinned| pinned.f_to_device_(device, pinned.kind(), true, false))
+            .unwrap_or_else(|_| t.to_device(device)),
+        _ => t.to_device(device),
     }
 }
 

@@ -32,8 +32,35 @@ pub enum EngineError {
     /// A render that the memory estimate says cannot fit; the message says what to try.
     #[error("{0}")]
     WontFit(String),
+    /// The device (or the CPU's allocator) ran out of memory; built by `super::oom`, which
+    /// recognises libtorch's errors, so every face shows the same advice.
+    #[error("{}", super::oom::describe(.stage, .tried.as_deref(), .detail))]
+    OutOfMemory {
+        /// What the engine was doing: "denoising", "decoding", ...
+        stage: String,
+        /// The size of what was tried and its memory estimate, when known.
+        tried: Option<String>,
+        /// libtorch's own words (its first line).
+        detail: String,
+    },
     #[error("libtorch error: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
+}
+
+// Written out rather than derived: libtorch reports running out of memory as a plain error,
+// which must become `OutOfMemory` wherever it surfaces.
+impl From<tch::TchError> for EngineError {
+    fn from(e: tch::TchError) -> Self {
+        let text = e.to_string();
+        match super::oom::detail(&text) {
+            Some(detail) => Self::OutOfMemory {
+                stage: super::oom::current_stage().to_string(),
+                tried: None,
+                detail,
+            },
+            None => Self::Torch(e),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

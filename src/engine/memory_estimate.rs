@@ -15,7 +15,9 @@
 //!   T^2 matrix; counting it would refuse SDXL at 1024x1024 on a 24 GB GPU, which renders;
 //! - VAE decode: `b * n * (t * f)^2 * V_0 * 8` for the full-resolution feature maps (n images,
 //!   t^2 latent pixels per tile or the whole image when not tiled);
-//! - a render needs the larger of the two, with 10% for the allocator's slack.
+//! - a render needs the larger of the two, with 10% for the allocator's slack;
+//! - on the device beside them: every component's weights, or with model CPU offload only the
+//!   largest stage's (the text encoders together, the UNet, the VAE), moved in to run.
 use super::error::{EngineError, Result};
 use super::models::unet_config::{PerBlock, UNetConfig};
 use super::models::vae_config::VaeConfig;
@@ -70,6 +72,39 @@ pub struct Estimate {
     pub vae_decode: u64,
     /// What the render needs besides the loaded weights.
     pub activations: u64,
+    /// Weights on the device at the render's peak: all of them, or with offload the largest
+    /// stage's (see [`Estimate::with_weights`]).
+    pub weights: u64,
+    /// The device's peak: `weights + activations`.
+    pub peak: u64,
+    /// Of `weights`, what must still come to the device (offload: the largest stage; without
+    /// it, nothing: the weights were loaded there).
+    pub to_load: u64,
+}
+
+impl Estimate {
+    /// Adds the weights: `stages` are the bytes that sit on the device together in each stage
+    /// of a render (the text encoders, the UNet, the VAE, ...). Without offload all of them
+    /// stay loaded; with it the device holds one stage at a time, the largest at worst.
+    pub fn with_weights(self, stages: &[u64], offload: bool) -> Self {
+        let largest = stages.iter().copied().max().unwrap_or(0);
+        let weights = if offload {
+            largest
+        } else {
+            stages.iter().sum()
+        };
+        Self {
+            weights,
+            peak: weights + self.activations,
+            to_load: if offload { largest } else { 0 },
+            ..self
+        }
+    }
+
+    /// What must be free on the device before the render starts.
+    pub fn needs_free(&self) -> u64 {
+        self.activations + self.to_load
+    }
 }
 
 /// Bytes per element of a compute kind.
@@ -108,6 +143,9 @@ pub fn estimate(shape: &ModelShape, size: &RenderSize, kind: Kind) -> Estimate {
         unet_step: unet_step as u64,
         vae_decode: vae_decode as u64,
         activations: activations as u64,
+        weights: 0,
+        peak: activations as u64,
+        to_load: 0,
     }
 }
 
@@ -155,11 +193,11 @@ fn parse_mem_available(text: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Refuses a render whose activations exceed `free` bytes, saying what it needs, what is
-/// free and what to try.
+/// Refuses a render whose activations (and, with offload, the largest stage's weights) exceed
+/// `free` bytes, saying what it needs, what is free and what to try.
 pub fn check_fits(estimate: &Estimate, free: Option<u64>, size: &RenderSize) -> Result<()> {
     let Some(free) = free else { return Ok(()) };
-    if estimate.activations <= free {
+    if estimate.needs_free() <= free {
         return Ok(());
     }
     let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
@@ -173,9 +211,17 @@ pub fn check_fits(estimate: &Estimate, free: Option<u64>, size: &RenderSize) -> 
     if !size.sliced_attention {
         advice.push("--low-memory".into());
     }
+    let moved_in = if estimate.to_load > 0 {
+        format!(
+            ", plus {:.1} GiB of weights moved in by offload",
+            gib(estimate.to_load)
+        )
+    } else {
+        String::new()
+    };
     Err(EngineError::WontFit(format!(
         "a {}x{} render (batch {}) needs about {:.1} GiB for its activations (UNet step {:.1} \
-         GiB, VAE decode {:.1} GiB) but only {:.1} GiB is free: try {}",
+         GiB, VAE decode {:.1} GiB){moved_in} but only {:.1} GiB is free: try {}",
         size.width,
         size.height,
         size.batch,
@@ -226,6 +272,41 @@ mod tests {
             Kind::Half,
         );
         assert!(tiled.vae_decode <= e.vae_decode, "{tiled:?}");
+    }
+
+    /// SD 1.5 in fp16 (text encoder 246 MB, UNet 1.72 GB, VAE 167 MB) at 512x512: offload
+    /// keeps the UNet alone on the GPU, and a GPU that cannot hold all three renders.
+    #[test]
+    fn offload_needs_the_largest_stage_not_the_sum() {
+        let sd15 = ModelShape {
+            unet_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: 2,
+            heads: 8,
+            vae_channels: 128,
+            latent_scale_factor: 8,
+        };
+        let size = RenderSize {
+            width: 512,
+            height: 512,
+            batch: 1,
+            guided: true,
+            vae_tile: None,
+            sliced_attention: true,
+        };
+        let stages = [246 << 20, 1720 << 20, 167 << 20];
+        let base = estimate(&sd15, &size, Kind::Half);
+        let all = base.with_weights(&stages, false);
+        let offloaded = base.with_weights(&stages, true);
+        assert_eq!(all.peak, stages.iter().sum::<u64>() + base.activations);
+        assert_eq!(offloaded.peak, (1720 << 20) + base.activations);
+        assert!(offloaded.peak < all.peak);
+        assert_eq!((all.to_load, offloaded.to_load), (0, 1720 << 20));
+        // Weights loaded on the device are no longer free; offloaded ones are still to come.
+        let free = offloaded.needs_free();
+        assert!(check_fits(&offloaded, Some(free), &size).is_ok());
+        let err = check_fits(&offloaded, Some(free - 1), &size).expect_err("too little");
+        assert!(err.to_string().contains("moved in by offload"), "{err}");
+        assert!(check_fits(&all, Some(base.activations), &size).is_ok());
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod mask;
 pub mod memory_estimate;
 pub mod models;
 pub mod nn;
+pub mod offload;
+pub mod oom;
 pub mod pipeline;
 pub mod pipeline_sdxl;
 pub mod preview;

@@ -5,11 +5,12 @@ use super::error::{EngineError, Result};
 pub use super::family::ModelDefaults;
 use super::family::{Family, ModelInfo};
 use super::img2img::{self, InitImage};
+use super::loader::read_config;
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::memory_estimate;
 use super::models::attention::attention_slicing;
-use super::models::autoencoder_tiny::AutoencoderTiny;
+use super::models::autoencoder_tiny::{AutoencoderTiny, TinyConfig};
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
 use super::models::embeddings::guidance_scale_embedding;
@@ -17,6 +18,8 @@ use super::models::unet::{UNet2DConditionModel, UNetConditioning};
 use super::models::unet_config::UNetConfig;
 use super::models::vae::{AutoencoderKl, VaeTiling};
 use super::models::vae_config::VaeConfig;
+use super::offload::{Component, Move, Offload};
+use super::oom;
 use super::pipeline_sdxl::{SdxlConditioning, SdxlPrompt, SdxlText};
 use super::preview::latent_preview;
 use super::prompt::{PromptEncoder, TextualInversions};
@@ -24,6 +27,7 @@ use super::random::SeededNoise;
 use super::schedulers::config::TimestepSpacing;
 use super::schedulers::{self, SamplerKind, SamplerOptions, Schedule, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
+use super::weights::{component_files, Weights};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -116,6 +120,8 @@ pub struct Output {
     /// The decoded images as floats in [0, 1], NHWC, before 8-bit rounding (for comparisons).
     pub float_images: Tensor,
     pub timings: Timings,
+    /// What the user should hear about this render (a decode retried in tiles).
+    pub notes: Vec<String>,
 }
 
 /// What a load takes besides the model: LoRAs fused into the weights, a replacement VAE, and
@@ -125,6 +131,8 @@ pub struct LoadOptions {
     pub loras: Vec<LoraSpec>,
     pub vae: Option<PathBuf>,
     pub config: Option<PathBuf>,
+    /// How renders save memory; with `offload` the weights load into host memory.
+    pub memory: MemoryOptions,
 }
 
 /// How far a load has come, for a progress display: the component now loading and the share
@@ -162,6 +170,23 @@ pub struct MemoryOptions {
     pub vae_tiling: bool,
     /// Attention in slices (diffusers' `enable_attention_slicing()`), and VAE tiling.
     pub low_memory: bool,
+    /// Model CPU offload (diffusers' `enable_model_cpu_offload()`, see `engine::offload`):
+    /// weights wait in host memory and each component moves to the device only while it runs.
+    /// It does on any device what it says; on a CPU that is only bookkeeping, so
+    /// [`MemoryOptions::new`] turns it on for CUDA alone.
+    pub offload: bool,
+}
+
+impl MemoryOptions {
+    /// The options the `--vae-tiling` and `--low-memory` flags ask for on `device`:
+    /// `low_memory` adds model CPU offload on a GPU, and nothing more on a CPU.
+    pub fn new(vae_tiling: bool, low_memory: bool, device: Device) -> Self {
+        Self {
+            vae_tiling,
+            low_memory,
+            offload: low_memory && device.is_cuda(),
+        }
+    }
 }
 
 /// Images with more pixels than this (1024x1024) are decoded in tiles even without
@@ -173,6 +198,8 @@ pub struct StableDiffusion {
     memory: MemoryOptions,
     /// TAESD replacing the VAE's decoder (`--fast-decoder`).
     fast_decoder: Option<AutoencoderTiny>,
+    /// TAESD drawing the step previews instead of the cheap latent-to-RGB map.
+    preview_decoder: Option<AutoencoderTiny>,
     source: ModelSource,
     vae_override: Option<VaeOverride>,
     loras: Vec<LoraSpec>,
@@ -191,6 +218,8 @@ pub struct StableDiffusion {
     info: ModelInfo,
     /// SDXL's second text encoder; None for SD 1.x/2.x.
     sdxl: Option<SdxlText>,
+    /// Every component's tensors, moved between host and device when offload is on.
+    offload: Offload,
 }
 
 impl StableDiffusion {
@@ -209,8 +238,20 @@ impl StableDiffusion {
         Self::load_with_progress(path, device, kind, options, &mut |_| {})
     }
 
-    /// `load_with`, telling `progress` as each component starts loading.
+    /// `load_with`, telling `progress` as each component starts loading. Running out of
+    /// memory is an `OutOfMemory` error, not a panic.
     pub fn load_with_progress(
+        path: &Path,
+        device: Device,
+        kind: Kind,
+        options: &LoadOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<Self> {
+        oom::enter("loading the model");
+        oom::catch(|| Self::load_unguarded(path, device, kind, options, progress))
+    }
+
+    fn load_unguarded(
         path: &Path,
         device: Device,
         kind: Kind,
@@ -238,17 +279,34 @@ impl StableDiffusion {
         let loras = LoraSet::load(&options.loras)?.with_unet_config(unet_json(&source)?);
         loras.check_components(lora_components(info.family))?;
 
+        // With offload the weights load into host memory: the device may not hold them all.
+        let host = options.memory.offload.then_some(Device::Cpu);
+        let offload = Offload::new(device);
+        offload.set_enabled(options.memory.offload)?;
         // Every component is built before any mismatch is reported, so one error lists them all.
         let mut mismatches = Vec::new();
         let clip_config: ClipTextConfig =
             source.config("text_encoder", "config.json", ClipTextConfig::validate)?;
         stage("text encoder");
-        let text_encoder =
-            load_text_encoder(&source, &clip_config, &loras, device, kind, &mut mismatches)?;
+        let (text_encoder, tensors) = load_text_encoder(
+            &source,
+            &clip_config,
+            &loras,
+            (device, kind, host),
+            &mut mismatches,
+        )?;
+        offload.register(Component::TextEncoder, tensors, host.is_some())?;
         let sdxl = match info.family {
             Family::Sdxl => Some({
                 stage("text encoder 2");
-                SdxlText::load_from(&source, &loras, device, kind, &mut mismatches)?
+                let text =
+                    SdxlText::load_placed(&source, &loras, device, kind, host, &mut mismatches)?;
+                offload.register(
+                    Component::TextEncoder2,
+                    text.text_encoder_2_tensors(),
+                    host.is_some(),
+                )?;
+                text
             }),
             Family::Sd1 | Family::Sd2 => None,
         };
@@ -256,13 +314,29 @@ impl StableDiffusion {
             c.layout().map(|_| ())
         })?;
         stage("unet");
-        let unet = load_unet(&source, &unet_config, &loras, device, kind, &mut mismatches)?;
+        let (unet, tensors) = load_unet(
+            &source,
+            &unet_config,
+            &loras,
+            (device, kind, host),
+            &mut mismatches,
+        )?;
+        offload.register(Component::Unet, tensors, host.is_some())?;
 
         stage("vae");
         let vae_override = options.vae.clone().map(|path| VaeOverride { path });
         let vae_config = vae_config(&source, vae_override.as_ref())?;
-        let vae = match load_vae(&source, vae_override.as_ref(), &vae_config, device, kind) {
-            Ok(vae) => Some(vae),
+        let loaded = load_vae(
+            &source,
+            vae_override.as_ref(),
+            &vae_config,
+            (device, kind, host),
+        );
+        let vae = match loaded {
+            Ok((vae, tensors)) => {
+                offload.register(Component::Vae, tensors, host.is_some())?;
+                Some(vae)
+            }
             Err(e @ EngineError::WeightMismatch { .. }) => {
                 mismatches.push(e);
                 None
@@ -285,8 +359,9 @@ impl StableDiffusion {
             other => other,
         })?;
         Ok(Self {
-            memory: MemoryOptions::default(),
+            memory: options.memory,
             fast_decoder: None,
+            preview_decoder: None,
             source,
             vae_override,
             loras: options.loras.clone(),
@@ -303,12 +378,49 @@ impl StableDiffusion {
             scheduler_config,
             info,
             sdxl,
+            offload,
         })
     }
 
-    /// Sets how the next renders save memory.
+    /// Sets how the next renders save memory. Turning offload on or off moves the weights at
+    /// the start of the next render; a load with `LoadOptions::memory` never has them all on
+    /// the device at once.
     pub fn set_memory_options(&mut self, memory: MemoryOptions) {
         self.memory = memory;
+    }
+
+    /// The offload moves made since the last call, oldest first (see `engine::offload`).
+    pub fn offload_log(&self) -> Vec<Move> {
+        self.offload.take_log()
+    }
+
+    /// For tests without a GPU: see [`Offload::park_as`].
+    #[doc(hidden)]
+    pub fn park_offloaded_as(&self, kind: Kind) -> Result<()> {
+        self.offload.park_as(kind)
+    }
+
+    /// Where this model's weights wait when offload is on (None: on the device).
+    fn host(&self) -> Option<Device> {
+        self.memory.offload.then_some(Device::Cpu)
+    }
+
+    /// Loads a TAESD folder (diffusers' `AutoencoderTiny`) as the fast decoder, in host memory
+    /// when offload is on so that it too moves to the device only to decode.
+    pub fn load_fast_decoder(&mut self, dir: &Path) -> Result<()> {
+        let config: TinyConfig = read_config(&dir.join("config.json"), TinyConfig::validate)?;
+        let files = component_files(dir, "diffusion_pytorch_model", None)?;
+        let weights = placed(Weights::open(&files, self.device, self.kind)?, self.host());
+        let taesd = AutoencoderTiny::new(&weights.root(), &config)?;
+        weights.finish()?;
+        self.check_tiny_decoder(&taesd, "fast decoder")?;
+        self.offload.register(
+            Component::FastDecoder,
+            weights.recorded(),
+            self.host().is_some(),
+        )?;
+        self.fast_decoder = Some(taesd);
+        Ok(())
     }
 
     pub fn memory_options(&self) -> MemoryOptions {
@@ -318,19 +430,50 @@ impl StableDiffusion {
     /// Decodes with TAESD (diffusers' `AutoencoderTiny`) instead of the VAE; None restores the VAE.
     pub fn set_fast_decoder(&mut self, decoder: Option<AutoencoderTiny>) -> Result<()> {
         if let Some(d) = &decoder {
-            let (theirs, ours) = (d.latent_scale_factor(), self.latent_scale_factor());
-            let channels = d.config().latent_channels;
-            if theirs != ours || channels != self.vae_config.latent_channels {
-                return Err(EngineError::Invalid(format!(
-                    "this fast decoder takes {channels}-channel latents at 1/{theirs} scale but the \
-                     model makes {}-channel latents at 1/{ours}: use the TAESD made for this model \
-                     family (taesd for SD 1.x/2.x, taesdxl for SDXL)",
-                    self.vae_config.latent_channels
-                )));
-            }
+            self.check_tiny_decoder(d, "fast decoder")?;
         }
+        // One built elsewhere stays where it was built.
+        self.offload.unregister(Component::FastDecoder);
         self.fast_decoder = decoder;
         Ok(())
+    }
+
+    /// Draws step previews with TAESD (full size, close to the final image) instead of the
+    /// latent-to-RGB map; None restores the map.
+    pub fn set_preview_decoder(&mut self, decoder: Option<AutoencoderTiny>) -> Result<()> {
+        if let Some(d) = &decoder {
+            self.check_tiny_decoder(d, "preview decoder")?;
+        }
+        self.preview_decoder = decoder;
+        Ok(())
+    }
+
+    fn check_tiny_decoder(&self, d: &AutoencoderTiny, what: &str) -> Result<()> {
+        let (theirs, ours) = (d.latent_scale_factor(), self.latent_scale_factor());
+        let channels = d.config().latent_channels;
+        if theirs != ours || channels != self.vae_config.latent_channels {
+            return Err(EngineError::Invalid(format!(
+                "this {what} takes {channels}-channel latents at 1/{theirs} scale but the \
+                 model makes {}-channel latents at 1/{ours}: use the TAESD made for this model \
+                 family (taesd for SD 1.x/2.x, taesdxl for SDXL)",
+                self.vae_config.latent_channels
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first image of `latents` as a step preview.
+    fn preview(&self, latents: &Tensor) -> Image {
+        if let Some(taesd) = &self.preview_decoder {
+            let first = latents.narrow(0, 0, 1) / taesd.config().scaling_factor;
+            // A preview that cannot be drawn is not worth failing the render for.
+            if let Ok(image) = taesd.decode(&first) {
+                if let Some(image) = to_rgb8(&to_unit_nhwc(&image)).into_iter().next() {
+                    return image;
+                }
+            }
+        }
+        latent_preview(latents)
     }
 
     /// The VAE's tiles when this render of `pixels` pixels is to be tiled.
@@ -354,14 +497,32 @@ impl StableDiffusion {
             sliced_attention: self.memory.low_memory,
         };
         let shape = memory_estimate::ModelShape::from_configs(&self.unet_config, &self.vae_config);
-        let estimate = memory_estimate::estimate(&shape, &size, self.kind);
+        let estimate = memory_estimate::estimate(&shape, &size, self.kind)
+            .with_weights(&self.weight_phases(), self.memory.offload);
         (size, estimate)
+    }
+
+    /// The bytes of what sits on the device together in each stage of a render: the text
+    /// encoders, the UNet, the VAE, the fast decoder, the fp32 VAE (those loaded).
+    fn weight_phases(&self) -> Vec<u64> {
+        let bytes = |c| self.offload.bytes(c).unwrap_or(0);
+        vec![
+            bytes(Component::TextEncoder) + bytes(Component::TextEncoder2),
+            bytes(Component::Unet),
+            bytes(Component::Vae),
+            bytes(Component::FastDecoder),
+            bytes(Component::VaeFp32),
+        ]
     }
 
     /// Refuses a render that cannot fit in the memory free now (RAM on a CPU; on CUDA the
     /// GPU's, from nvidia-smi, where it answers).
     fn check_memory(&self, request: &TextToImage) -> Result<()> {
-        let (size, estimate) = self.estimate_memory(request);
+        let (size, mut estimate) = self.estimate_memory(request);
+        if self.device == Device::Cpu {
+            // Host and device are one: nothing more is needed to move a component in.
+            estimate.to_load = 0;
+        }
         let free = match self.device {
             Device::Cuda(n) => crate::memory::gpu_mb(&format!("cuda:{n}"))
                 .map(|(used, total)| total.saturating_sub(used) << 20),
@@ -390,28 +551,38 @@ impl StableDiffusion {
         let set = LoraSet::load(loras)?.with_unet_config(unet_json(&self.source)?);
         set.check_components(lora_components(self.info.family))?;
         let mut mismatches = Vec::new();
-        let text_encoder = load_text_encoder(
+        let target = (self.device, self.kind, self.host());
+        let (text_encoder, text_tensors) = load_text_encoder(
             &self.source,
             &self.clip_config,
             &set,
-            self.device,
-            self.kind,
+            target,
             &mut mismatches,
         )?;
-        let unet = load_unet(
+        let (unet, unet_tensors) = load_unet(
             &self.source,
             &self.unet_config,
             &set,
-            self.device,
-            self.kind,
+            target,
             &mut mismatches,
         )?;
         if let Some(e) = mismatches.into_iter().next() {
             return Err(e);
         }
+        let on_host = target.2.is_some();
         if let Some(sdxl) = &mut self.sdxl {
-            sdxl.set_loras(&self.source, &set)?;
+            sdxl.set_loras(&self.source, &set, target.2)?;
+            self.offload.register(
+                Component::TextEncoder2,
+                sdxl.text_encoder_2_tensors(),
+                on_host,
+            )?;
         }
+        // The rebuilt models replace the old ones, whose tensors the registry must not keep.
+        self.offload
+            .register(Component::TextEncoder, text_tensors, on_host)?;
+        self.offload
+            .register(Component::Unet, unet_tensors, on_host)?;
         self.text_encoder = text_encoder;
         self.unet = unet;
         self.loras = loras.to_vec();
@@ -458,7 +629,21 @@ impl StableDiffusion {
     }
 
     /// Renders; `on_step` runs after every step, and `cancel` is checked before each step.
+    /// Running out of memory anywhere is an `OutOfMemory` error saying what was tried.
     pub fn generate(
+        &self,
+        request: &TextToImage,
+        on_step: &mut dyn FnMut(&Progress),
+        cancel: &AtomicBool,
+    ) -> Result<Output> {
+        oom::enter("preparing the render");
+        oom::catch(|| self.render(request, on_step, cancel)).map_err(|e| {
+            let (size, estimate) = self.estimate_memory(request);
+            oom::with_tried(e, &size, &estimate)
+        })
+    }
+
+    fn render(
         &self,
         request: &TextToImage,
         on_step: &mut dyn FnMut(&Progress),
@@ -483,6 +668,7 @@ impl StableDiffusion {
         }
         let batch = request.batch_size;
         self.check_memory(request)?;
+        self.offload.set_enabled(self.memory.offload)?;
         // LCM-style UNets (time_cond_proj_dim) take the guidance scale as an embedding and run
         // without classifier-free guidance, as diffusers' pipelines do.
         let conditioning = UNetConditioning {
@@ -501,6 +687,10 @@ impl StableDiffusion {
         let guided = request.guidance_scale > 1.0 && conditioning.timestep_cond.is_none();
 
         let started = Instant::now();
+        let text_on = self
+            .offload
+            .run(&[Component::TextEncoder, Component::TextEncoder2])?;
+        oom::enter("encoding the prompt");
         let (context, conditioning) = if let Some(sdxl) = &self.sdxl {
             let prompt = SdxlPrompt {
                 prompt: &request.prompt,
@@ -525,6 +715,7 @@ impl StableDiffusion {
         } else {
             (self.encode_prompts(request, guided)?, conditioning)
         };
+        drop(text_on);
         self.synchronize();
         let encode_s = started.elapsed().as_secs_f64();
 
@@ -564,6 +755,8 @@ impl StableDiffusion {
         )?;
         let mut latents = start.latents;
         let runs = timesteps.len() - begin;
+        let unet_on = self.offload.run(&[Component::Unet])?;
+        oom::enter("denoising");
         for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -580,6 +773,7 @@ impl StableDiffusion {
             if i == begin {
                 self.unet.check_inputs(&input, &context, &conditioning)?;
             }
+            crate::fault::out_of_memory("unet", self.device);
             let prediction = self.unet.forward_with(&input, t, &context, &conditioning);
             let prediction = if guided {
                 let halves = prediction.chunk(2, 0);
@@ -601,7 +795,7 @@ impl StableDiffusion {
             }
             let step = i + 1 - begin;
             let preview = (request.preview_every > 0 && (step % request.preview_every == 0))
-                .then(|| latent_preview(&latents));
+                .then(|| self.preview(&latents));
             on_step(&Progress {
                 step,
                 steps: runs,
@@ -609,11 +803,13 @@ impl StableDiffusion {
                 preview,
             });
         }
+        drop(unet_on);
         self.synchronize();
         let denoise_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let float_images = self.decode(&latents)?;
+        let mut notes = Vec::new();
+        let float_images = self.decode(&latents, &mut notes)?;
         let mut images = to_rgb8(&float_images);
         if let (Some(init), Some(mask)) = (init, mask.filter(|m| m.keep_unmasked)) {
             let blurred = mask.blurred();
@@ -626,6 +822,7 @@ impl StableDiffusion {
         Ok(Output {
             images,
             float_images,
+            notes,
             timings: Timings {
                 encode_s,
                 denoise_s,
@@ -728,11 +925,12 @@ impl StableDiffusion {
     fn encode_image(&self, image: &Tensor, inpainting: bool) -> Result<Tensor> {
         let upcast =
             self.sdxl.is_some() && self.kind != Kind::Float && self.vae_config.force_upcast;
-        let (vae, kind) = if upcast {
-            (self.vae_fp32()?, Kind::Float)
+        let (vae, kind, component) = if upcast {
+            (self.vae_fp32()?, Kind::Float, Component::VaeFp32)
         } else {
-            (&self.vae, self.kind)
+            (&self.vae, self.kind, Component::Vae)
         };
+        let _on = self.offload.run(&[component])?;
         let image = image.to_kind(kind).to_device(self.device);
         let (_, _, h, w) = image.size4()?;
         let posterior = match self.tiling_for(vae, h * w) {
@@ -754,13 +952,14 @@ impl StableDiffusion {
         Ok(match self.vae_fp32.get() {
             Some(vae) => vae,
             None => {
-                let vae = load_vae(
+                let (vae, tensors) = load_vae(
                     &self.source,
                     self.vae_override.as_ref(),
                     &self.vae_config,
-                    self.device,
-                    Kind::Float,
+                    (self.device, Kind::Float, self.host()),
                 )?;
+                self.offload
+                    .register(Component::VaeFp32, tensors, self.host().is_some())?;
                 self.vae_fp32.get_or_init(|| vae)
             }
         })
@@ -789,10 +988,38 @@ impl StableDiffusion {
         ))
     }
 
-    /// Latents to images in [0, 1], NHWC, on the CPU. A half-precision VAE that overflows
-    /// (NaN or inf) decodes again in fp32.
-    fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+    /// Latents to images in [0, 1], NHWC, on the CPU. A whole-image decode that runs out of
+    /// memory decodes again in tiles (as `--vae-tiling`), with a note saying so.
+    fn decode(&self, latents: &Tensor, notes: &mut Vec<String>) -> Result<Tensor> {
+        oom::enter("decoding");
+        match oom::catch(|| self.decode_with(latents, false)) {
+            Err(EngineError::OutOfMemory { detail, .. })
+                if self.fast_decoder.is_none() && !self.decodes_in_tiles(latents) =>
+            {
+                notes.push(format!(
+                    "the VAE decode ran out of memory ({detail}): decoded again in tiles, as \
+                     --vae-tiling does"
+                ));
+                oom::enter("decoding in tiles");
+                self.decode_with(latents, true)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether these latents decode in tiles already (`--vae-tiling`, `--low-memory`, size).
+    fn decodes_in_tiles(&self, latents: &Tensor) -> bool {
+        let size = latents.size();
+        let factor = self.latent_scale_factor();
+        let pixels = size.iter().rev().take(2).product::<i64>() * factor * factor;
+        self.tiling_for(&self.vae, pixels).is_some()
+    }
+
+    /// The decode; `tiles` forces tiling. A half-precision VAE that overflows (NaN or inf)
+    /// decodes again in fp32.
+    fn decode_with(&self, latents: &Tensor, tiles: bool) -> Result<Tensor> {
         if let Some(taesd) = &self.fast_decoder {
+            let _on = self.offload.run(&[Component::FastDecoder])?;
             let image = taesd.decode(&(latents / taesd.config().scaling_factor))?;
             return Ok(to_unit_nhwc(&image));
         }
@@ -800,20 +1027,33 @@ impl StableDiffusion {
         let (_, _, h, w) = scaled.size4()?;
         let factor = self.latent_scale_factor();
         let pixels = h * w * factor * factor;
-        let decode = |vae: &AutoencoderKl, z: &Tensor| match self.tiling_for(vae, pixels) {
+        let tiling = |vae: &AutoencoderKl| {
+            self.tiling_for(vae, pixels)
+                .or_else(|| tiles.then(|| vae.default_tiling()))
+        };
+        if tiling(&self.vae).is_none() {
+            crate::fault::out_of_memory("decode", self.device);
+        }
+        let decode = |vae: &AutoencoderKl, z: &Tensor| match tiling(vae) {
             Some(tiling) => vae.decode_tiled(z, &tiling),
             None => vae.decode(z),
         };
-        let fp32_vae = || self.vae_fp32();
+        let fp32_decode = || -> Result<Tensor> {
+            let vae = self.vae_fp32()?;
+            let _on = self.offload.run(&[Component::VaeFp32])?;
+            decode(vae, &scaled.to_kind(Kind::Float))
+        };
         // diffusers' SDXL pipeline upcasts an fp16 VAE whose config says force_upcast (SDXL's
         // overflows in fp16); its SD 1.x/2.x pipeline does not.
         if self.sdxl.is_some() && self.kind == Kind::Half && self.vae_config.force_upcast {
-            let image = decode(fp32_vae()?, &scaled.to_kind(Kind::Float))?;
-            return Ok(to_unit_nhwc(&image));
+            return Ok(to_unit_nhwc(&fp32_decode()?));
         }
-        let mut image = decode(&self.vae, &scaled)?;
+        let mut image = {
+            let _on = self.offload.run(&[Component::Vae])?;
+            decode(&self.vae, &scaled)?
+        };
         if self.kind != Kind::Float && !bool::try_from(image.isfinite().all())? {
-            image = decode(fp32_vae()?, &scaled.to_kind(Kind::Float))?;
+            image = fp32_decode()?;
         }
         Ok(to_unit_nhwc(&image))
     }
@@ -871,36 +1111,47 @@ fn lora_components(family: Family) -> &'static [&'static str] {
     }
 }
 
+/// Where a component computes, in what kind, and where its weights wait (Some(host): offload).
+type Target = (Device, Kind, Option<Device>);
+
+/// `weights` put in host memory when offloading.
+fn placed(weights: Weights, host: Option<Device>) -> Weights {
+    match host {
+        Some(host) => weights.placed_on(host),
+        None => weights,
+    }
+}
+
+/// The text encoder and its tensors (for the offload registry).
 fn load_text_encoder(
     source: &ModelSource,
     config: &ClipTextConfig,
     loras: &LoraSet,
-    device: Device,
-    kind: Kind,
+    (device, kind, host): Target,
     mismatches: &mut Vec<EngineError>,
-) -> Result<ClipTextModel> {
+) -> Result<(ClipTextModel, Vec<Tensor>)> {
     let weights = source.weights("text_encoder", "model", device, kind)?;
     let patch = loras.patch_for("text_encoder", &weights)?;
-    let weights = weights.with_patch(patch);
+    let weights = placed(weights.with_patch(patch), host);
     let model = ClipTextModel::new(&weights.root(), config)?;
     mismatches.extend(weights.finish().err());
-    Ok(model)
+    Ok((model, weights.recorded()))
 }
 
+/// The UNet and its tensors (for the offload registry).
 fn load_unet(
     source: &ModelSource,
     config: &UNetConfig,
     loras: &LoraSet,
-    device: Device,
-    kind: Kind,
+    (device, kind, host): Target,
     mismatches: &mut Vec<EngineError>,
-) -> Result<UNet2DConditionModel> {
+) -> Result<(UNet2DConditionModel, Vec<Tensor>)> {
     let weights = source.weights("unet", "diffusion_pytorch_model", device, kind)?;
     let patch = loras.patch_for("unet", &weights)?;
-    let weights = weights.with_patch(patch);
+    let weights = placed(weights.with_patch(patch), host);
     let model = UNet2DConditionModel::new(&weights.root(), config)?;
     mismatches.extend(weights.finish().err());
-    Ok(model)
+    Ok((model, weights.recorded()))
 }
 
 fn unet_json(source: &ModelSource) -> Result<serde_json::Value> {
@@ -918,13 +1169,13 @@ fn vae_config(source: &ModelSource, vae: Option<&VaeOverride>) -> Result<VaeConf
     super::loader::parse_config(&text, &path, VaeConfig::validate)
 }
 
+/// The VAE and its tensors (for the offload registry).
 fn load_vae(
     source: &ModelSource,
     vae: Option<&VaeOverride>,
     config: &VaeConfig,
-    device: Device,
-    kind: Kind,
-) -> Result<AutoencoderKl> {
+    (device, kind, host): Target,
+) -> Result<(AutoencoderKl, Vec<Tensor>)> {
     let weights = match vae {
         Some(v) => {
             let (text, _) = source.config_text("vae", "config.json")?;
@@ -935,9 +1186,10 @@ fn load_vae(
         }
         None => source.weights("vae", "diffusion_pytorch_model", device, kind)?,
     };
+    let weights = placed(weights, host);
     let vae = AutoencoderKl::new(&weights.root(), config)?;
     weights.finish()?;
-    Ok(vae)
+    Ok((vae, weights.recorded()))
 }
 
 /// Floats in [0, 1] (NHWC) to 8-bit images, rounding as diffusers' `numpy_to_pil` does.

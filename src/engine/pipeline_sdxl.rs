@@ -20,6 +20,8 @@ pub struct SdxlText {
     /// model_index.json's `force_zeros_for_empty_prompt`: an absent negative prompt is zeros,
     /// not the encoding of "".
     force_zeros_for_empty_prompt: bool,
+    /// The second encoder's tensors, sharing their TensorImpl with its own (for offload).
+    tensors_2: Vec<Tensor>,
     device: Device,
     kind: Kind,
 }
@@ -65,9 +67,23 @@ impl SdxlText {
         kind: Kind,
         mismatches: &mut Vec<EngineError>,
     ) -> Result<Self> {
+        Self::load_placed(source, loras, device, kind, None, mismatches)
+    }
+
+    /// As [`load_from`](Self::load_from), with the weights put on `host` when given (model CPU
+    /// offload) while the encoder still computes on `device`.
+    pub fn load_placed(
+        source: &ModelSource,
+        loras: &LoraSet,
+        device: Device,
+        kind: Kind,
+        host: Option<Device>,
+        mismatches: &mut Vec<EngineError>,
+    ) -> Result<Self> {
         // SDXL's second tokenizer is OpenCLIP's, which pads with "!".
         let tokenizer_2 = source.tokenizer("tokenizer_2", "!")?;
-        let text_encoder_2 = load_encoder(source, loras, device, kind, mismatches)?;
+        let (text_encoder_2, tensors_2) =
+            load_encoder(source, loras, (device, kind, host), mismatches)?;
         let index = match source {
             ModelSource::Folder(folder) => Some(folder.root.join("model_index.json")),
             ModelSource::SingleFile(c) => c.config_dir().map(|d| d.join("model_index.json")),
@@ -85,20 +101,37 @@ impl SdxlText {
             tokenizer_2,
             text_encoder_2,
             force_zeros_for_empty_prompt,
+            tensors_2,
             device,
             kind,
         })
     }
 
+    /// The second text encoder's tensors, for the offload registry.
+    pub fn text_encoder_2_tensors(&self) -> Vec<Tensor> {
+        self.tensors_2.iter().map(Tensor::shallow_clone).collect()
+    }
+
     /// Rebuilds the second text encoder from the model's files with other LoRAs (none: the
-    /// base weights, bit for bit).
-    pub fn set_loras(&mut self, source: &ModelSource, loras: &LoraSet) -> Result<()> {
+    /// base weights, bit for bit), its weights on `host` when given (offload).
+    pub fn set_loras(
+        &mut self,
+        source: &ModelSource,
+        loras: &LoraSet,
+        host: Option<Device>,
+    ) -> Result<()> {
         let mut mismatches = Vec::new();
-        let encoder = load_encoder(source, loras, self.device, self.kind, &mut mismatches)?;
+        let (encoder, tensors) = load_encoder(
+            source,
+            loras,
+            (self.device, self.kind, host),
+            &mut mismatches,
+        )?;
         if let Some(e) = mismatches.into_iter().next() {
             return Err(e);
         }
         self.text_encoder_2 = encoder;
+        self.tensors_2 = tensors;
         Ok(())
     }
 
@@ -210,19 +243,22 @@ impl SdxlText {
     }
 }
 
+/// The second encoder and its tensors; `host`: where its weights wait under offload.
 fn load_encoder(
     source: &ModelSource,
     loras: &LoraSet,
-    device: Device,
-    kind: Kind,
+    (device, kind, host): (Device, Kind, Option<Device>),
     mismatches: &mut Vec<EngineError>,
-) -> Result<ClipTextModelWithProjection> {
+) -> Result<(ClipTextModelWithProjection, Vec<Tensor>)> {
     let config: ClipTextConfig =
         source.config("text_encoder_2", "config.json", ClipTextConfig::validate)?;
     let weights = source.weights("text_encoder_2", "model", device, kind)?;
     let patch = loras.patch_for("text_encoder_2", &weights)?;
-    let weights = weights.with_patch(patch);
+    let mut weights = weights.with_patch(patch);
+    if let Some(host) = host {
+        weights = weights.placed_on(host);
+    }
     let model = ClipTextModelWithProjection::new(&weights.root(), &config)?;
     mismatches.extend(weights.finish().err());
-    Ok(model)
+    Ok((model, weights.recorded()))
 }

@@ -33,6 +33,6 @@ impl SeededNoise {
 
     /// Standard normal noise of `shape`.
     pub fn randn(&self, shape: &[i64]) -> Tensor {
-        Tensor::randn(shape, (self.kind, Device::Cpu)).to_device(self.device)
+        super::device::upload(&Tensor::randn(shape, (self.kind, Device::Cpu)), self.device)
     }
 }

@@ -59,6 +59,35 @@ pub trait WeightPatch {
     fn delta(&self, name: &str, weight: &Tensor) -> Option<Tensor>;
 }
 
+/// What a safetensors error means for someone holding the file (the crate's words name its
+/// internals: "incomplete metadata, file not fully covered").
+fn plain_words(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "the file is too short to hold a header (empty or truncated)".into(),
+        E::InvalidHeaderLength => {
+            "its header length is larger than the file (truncated, or not a safetensors file)"
+                .into()
+        }
+        E::HeaderTooLarge => {
+            "its header length is absurdly large (damaged, or not a safetensors file)".into()
+        }
+        E::InvalidHeader(_) => "its header is not text (damaged)".into(),
+        E::InvalidHeaderDeserialization(e) => format!("its header is not valid JSON ({e})"),
+        E::MetadataIncompleteBuffer => {
+            "its size does not match what its header lists (truncated, or data appended)".into()
+        }
+        E::InvalidOffset(name) => format!("tensor {name} has data offsets outside the file"),
+        E::TensorInvalidInfo => {
+            "a tensor's dtype, shape and data offsets disagree (a wrong dtype, or offsets \
+             outside the file)"
+                .into()
+        }
+        E::ValidationOverflow => "a tensor's shape is impossibly large".into(),
+        other => other.to_string(),
+    }
+}
+
 /// All tensors of one model component, possibly spread over several files.
 pub struct Weights {
     files: Vec<MappedFile>,
@@ -69,6 +98,10 @@ pub struct Weights {
     problems: RefCell<Vec<String>>,
     location: String,
     patch: Option<std::rc::Rc<dyn WeightPatch>>,
+    /// Where tensors are put when not on `device` (the host, for model CPU offload).
+    placement: Option<Device>,
+    /// Every tensor handed out, sharing its TensorImpl with the model's (see `recorded`).
+    handed_out: RefCell<Vec<Tensor>>,
 }
 
 fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
@@ -87,7 +120,7 @@ fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
         message,
     };
     let (header_len, metadata) =
-        safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(e.to_string()))?;
+        safetensors::SafeTensors::read_metadata(&mmap[..]).map_err(|e| bad(plain_words(&e)))?;
     let data_start = 8 + header_len;
     let mut tensors = Vec::new();
     for (name, info) in metadata.tensors() {
@@ -164,6 +197,8 @@ impl Weights {
             problems: RefCell::default(),
             location,
             patch: None,
+            placement: None,
+            handed_out: RefCell::default(),
         }
     }
 
@@ -259,6 +294,23 @@ impl Weights {
     }
 
     // ---- end of single-file checkpoint support
+
+    /// Puts the tensors on `device` while models still compute on [`device`](Self::device)
+    /// (model CPU offload: weights wait in host memory and move to the GPU only to run).
+    pub fn placed_on(mut self, device: Device) -> Self {
+        self.placement = Some(device);
+        self
+    }
+
+    /// Every tensor handed out so far. Each shares its TensorImpl with the handle the model
+    /// holds, so `set_data` on it moves or converts the model's tensor in place.
+    pub fn recorded(&self) -> Vec<Tensor> {
+        self.handed_out
+            .borrow()
+            .iter()
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
 
     pub fn device(&self) -> Device {
         self.device
@@ -362,19 +414,33 @@ impl Weights {
             }
         }
         match self.read_raw(name) {
+            // Every weight a model takes without naming a kind is a float; libtorch would fail
+            // deep inside the first layer that uses another kind.
+            Ok(t) if kind.is_none() && !t.is_floating_point() => {
+                self.problems.borrow_mut().push(format!(
+                    "tensor {name} holds {:?} values, the model expects floating-point weights \
+                     (F16, BF16 or F32)",
+                    t.kind()
+                ));
+                placeholder()
+            }
             Ok(t) => {
                 let kind = kind.unwrap_or(if t.is_floating_point() {
                     self.kind
                 } else {
                     t.kind()
                 });
+                let device = self.placement.unwrap_or(self.device);
+                let mut tensor = None;
                 if let Some(patch) = self.patch.as_ref().filter(|_| t.is_floating_point()) {
-                    let full = t.to_device(self.device).to_kind(Kind::Float);
+                    let full = t.to_device(device).to_kind(Kind::Float);
                     if let Some(delta) = patch.delta(name, &full) {
-                        return (full + delta).to_kind(kind);
+                        tensor = Some((full + delta).to_kind(kind));
                     }
                 }
-                t.to_device(self.device).to_kind(kind)
+                let tensor = tensor.unwrap_or_else(|| t.to_device(device).to_kind(kind));
+                self.handed_out.borrow_mut().push(tensor.shallow_clone());
+                tensor
             }
             Err(e) => {
                 self.problems.borrow_mut().push(e.to_string());

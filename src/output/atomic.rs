@@ -107,7 +107,10 @@ impl TempFile {
             Err(_) => {
                 // Filesystems without hard links: claim the name, then rename onto the claim.
                 OpenOptions::new().write(true).create_new(true).open(dest)?;
-                fs::rename(&self.path, dest)
+                fs::rename(&self.path, dest).inspect_err(|_| {
+                    // An empty claim left behind would look like a broken image.
+                    let _ = fs::remove_file(dest);
+                })
             }
         }
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {source}{}", write_hint(source))]
     Write {
         path: PathBuf,
         #[source]
@@ -32,3 +32,25 @@ pub enum OutputError {
 }
 
 pub type Result<T> = std::result::Result<T, OutputError>;
+
+/// What to do about a failed write, for the errors people meet in practice (a full disk, a
+/// folder they may not write in); empty when the system's own words are all there is.
+pub fn write_hint(error: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            ": the disk is full: free some space or choose another --out folder"
+        }
+        ErrorKind::FileTooLarge => {
+            ": the file is larger than this system allows (see `ulimit -f`): raise the limit \
+             or choose another --out folder"
+        }
+        ErrorKind::PermissionDenied => {
+            ": you may not write there: choose another --out folder, or change its permissions"
+        }
+        ErrorKind::ReadOnlyFilesystem => {
+            ": the filesystem is read-only: choose another --out folder"
+        }
+        _ => "",
+    }
+}

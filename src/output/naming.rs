@@ -45,6 +45,24 @@ impl OutputTarget {
         }
     }
 
+    /// Refuses a folder this process cannot write in, before any time is spent rendering:
+    /// a temporary file is created and removed in the folder, or in the nearest existing
+    /// folder above it when it does not exist yet (nothing is created).
+    pub fn check_writable(&self) -> Result<()> {
+        let dir = self.dir();
+        let existing = dir
+            .ancestors()
+            .find(|a| a.as_os_str().is_empty() || a.is_dir())
+            .filter(|a| !a.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        super::atomic::TempFile::create_in(existing)
+            .map(drop)
+            .map_err(|source| OutputError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })
+    }
+
     /// The folder that will hold the files; it may not exist yet.
     pub fn dir(&self) -> &Path {
         match self {

@@ -23,8 +23,9 @@ pub fn save_png(
     let dir = target.dir();
     std::fs::create_dir_all(dir).map_err(|source| write_err(dir, source))?;
     let mut tmp = TempFile::create_in(dir).map_err(|source| write_err(dir, source))?;
+    // The temporary name means nothing to the user: name the folder.
     tmp.write_all(&bytes)
-        .map_err(|source| write_err(tmp.path(), source))?;
+        .map_err(|source| write_err(dir, source))?;
     match target {
         OutputTarget::File(base) => {
             let path = file_for_index(base, recipe.index, recipe.batch_size);

@@ -82,7 +82,11 @@ fn at(file: &str, text: &str, span: Option<Range<usize>>, message: String) -> Pr
 }
 
 fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> PresetError {
-    at(file, text, e.span(), plain_types(e.message().trim_end()))
+    let message = format!(
+        "{} (fix the file there)",
+        plain_types(e.message().trim_end())
+    );
+    at(file, text, e.span(), message)
 }
 
 /// serde names Rust types in its messages; a person editing TOML thinks in numbers and text.

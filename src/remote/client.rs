@@ -2,7 +2,9 @@
 //! on another host, reached by starting `easel worker --stdio` there through ssh. Events come
 //! back translated: finished PNGs are saved here (recipe and all) and their local paths
 //! reported; a dropped connection fails the jobs it leaves unfinished.
-use super::protocol::{self, Line, Reply, Request, Session, Welcome, PROTOCOL_VERSION};
+use super::protocol::{
+    self, Line, Reply, Request, Session, Upload, Uploads, Welcome, PROTOCOL_VERSION,
+};
 use super::{ssh, RemoteError};
 use crate::output::atomic::{write_atomic, TempFile};
 use crate::worker::{Event, Job, WorkerHandle};
@@ -38,6 +40,8 @@ pub struct RemoteOptions {
     pub dtype: Option<String>,
     /// A preview every this many steps (0: none).
     pub preview_every: usize,
+    /// How the host trades speed for memory (`--low-memory`, `--vae-tiling`).
+    pub memory: crate::engine::pipeline::MemoryOptions,
     /// The ssh command line (None: $EASEL_SSH, else `ssh`).
     pub ssh: Option<String>,
 }
@@ -184,6 +188,8 @@ impl RemoteWorker {
                 device: options.device.clone(),
                 dtype: options.dtype.clone(),
                 preview_every: options.preview_every,
+                vae_tiling: options.memory.vae_tiling,
+                low_memory: options.memory.low_memory,
             },
         };
         // A write that fails means ssh already ended: its exit status says why, below.
@@ -317,8 +323,9 @@ impl RemoteWorker {
             return Err(message);
         }
         let id = job.id;
+        let uploads = uploads_for(&job)?;
         lock(&self.shared.pending).insert(id);
-        match self.write(&protocol::to_line(&Request::Submit { job })) {
+        match self.write(&protocol::to_line(&Request::Submit { job, uploads })) {
             Ok(()) => Ok(()),
             Err(e) => {
                 lock(&self.shared.pending).remove(&id);
@@ -368,7 +375,35 @@ impl Drop for RemoteWorker {
     }
 }
 
+/// The job's init image and mask, read here: the host renders from these bytes, and the
+/// recipe keeps the paths as given.
+fn uploads_for(job: &Job) -> Result<Uploads, String> {
+    let read = |path: &Option<String>, what: &str| -> Result<Option<Upload>, String> {
+        let Some(name) = path else { return Ok(None) };
+        let bytes =
+            std::fs::read(name).map_err(|e| format!("cannot read the {what} {name}: {e}"))?;
+        if bytes.len() > protocol::MAX_UPLOAD_BYTES {
+            return Err(format!(
+                "the {what} {name} is larger than {} MB, the most a remote render takes: \
+                 send a smaller image",
+                protocol::MAX_UPLOAD_BYTES >> 20
+            ));
+        }
+        Ok(Some(Upload {
+            name: name.clone(),
+            bytes: protocol::base64_encode(&bytes),
+        }))
+    };
+    Ok(Uploads {
+        init_image: read(&job.patch.init_image, "init image")?,
+        mask: read(&job.patch.mask, "mask")?,
+    })
+}
+
 impl WorkerHandle for RemoteWorker {
+    fn models(&self) -> Option<(String, Vec<String>)> {
+        Some((self.host.clone(), self.welcome.models.clone()))
+    }
     fn submit(&self, job: Job) -> Result<(), String> {
         RemoteWorker::submit(self, job)
     }

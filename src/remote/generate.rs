@@ -17,19 +17,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Refuses what names files here that the host would not see.
-fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
+fn check(args: &GenerateArgs) -> Result<()> {
     for (given, flag) in [
         (args.vae.is_some(), "--vae"),
         (args.model_config.is_some(), "--model-config"),
         (args.embeddings.is_some(), "--embeddings"),
-        // The host's worker has no way to take these yet.
-        (args.memory.vae_tiling, "--vae-tiling"),
-        (args.memory.low_memory, "--low-memory"),
+        // A folder here, which the host cannot read.
         (args.memory.fast_decoder.is_some(), "--fast-decoder"),
-        (
-            plan.jobs.iter().any(|j| j.patch.init_image.is_some()),
-            "--init-image",
-        ),
     ] {
         if given {
             bail!(
@@ -43,7 +37,7 @@ fn check(args: &GenerateArgs, plan: &Plan) -> Result<()> {
 }
 
 pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
-    check(args, plan)?;
+    check(args)?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let history = Paths::discover().ok().map(|p| p.history());
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
@@ -52,6 +46,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
     };
     options.device = Some(args.device.to_string());
     options.dtype = Some(args.dtype.to_string());
+    options.memory = args.memory.requested();
     eprintln!("connecting to {}", options.host);
     let worker = RemoteWorker::connect(&options)?;
     eprintln!("{}", worker.summary());
@@ -75,6 +70,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
                 patch: job.patch.clone(),
                 count: 1,
                 loras: args.loras.clone(),
+                ..Default::default()
             })
             .map_err(anyhow::Error::msg)?;
     }

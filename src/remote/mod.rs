@@ -4,6 +4,7 @@
 //! wire format both sides share.
 pub mod client;
 pub mod generate;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod ssh;
@@ -49,6 +50,7 @@ impl RemoteArgs {
             device: None,
             dtype: None,
             preview_every: 0,
+            memory: Default::default(),
             ssh: None,
         })
     }

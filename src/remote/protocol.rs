@@ -13,14 +13,20 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const PREVIEW_MAX_SIDE: u32 = 128;
 /// A finished PNG larger than this stays on the host (a 2048x2048 render is about 12 MB).
 pub const MAX_IMAGE_BYTES: usize = 64 << 20;
-/// The longest line a worker reads: requests are small, so a longer one is a mistake.
-pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// The largest init image or mask a client sends with a job (a 4096x4096 PNG is about 30 MB
+/// at worst; photos as JPEG far less).
+pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
+/// The longest line a worker reads: a job with its init image and mask at the limit, base64,
+/// plus the envelope; anything longer is a mistake.
+pub const MAX_REQUEST_BYTES: usize = 2 * (MAX_UPLOAD_BYTES / 3 * 4 + 4) + (1 << 20);
 /// The longest line a client reads: a base64 image at the limit, plus its envelope.
 pub const MAX_REPLY_BYTES: usize = MAX_IMAGE_BYTES / 3 * 4 + (1 << 20);
 
 /// What the client says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// One request lives at a time, parsed from a line: its size in memory does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// The first message: versions, and how this connection wants to work.
     Hello {
@@ -31,10 +37,38 @@ pub enum Request {
     },
     Submit {
         job: Job,
+        /// The job's init image and mask, when it has them: the host reads them from here,
+        /// never from its own disk.
+        #[serde(default, skip_serializing_if = "Uploads::is_empty")]
+        uploads: Uploads,
     },
     Cancel {
         id: u64,
     },
+}
+
+/// Files a job brings along.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Uploads {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<Upload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Upload>,
+}
+
+impl Uploads {
+    pub fn is_empty(&self) -> bool {
+        self.init_image.is_none() && self.mask.is_none()
+    }
+}
+
+/// One file: its path on the client (what the recipe records, and the job's patch names) and
+/// its bytes, base64.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    pub name: String,
+    pub bytes: String,
 }
 
 /// How one connection renders; fixed by the hello.
@@ -49,6 +83,10 @@ pub struct Session {
     pub dtype: Option<String>,
     /// A preview every this many steps (0: none).
     pub preview_every: usize,
+    /// `--vae-tiling`.
+    pub vae_tiling: bool,
+    /// `--low-memory`.
+    pub low_memory: bool,
 }
 
 /// The worker's answer to a hello.

@@ -2,10 +2,10 @@
 //! --stdio` runs). Requests come in on stdin, the worker's events go out on stdout as they
 //! happen; stdin closing means the connection is gone, so the running job is cancelled and the
 //! process ends.
-use super::protocol::{self, Line, Reply, Request, Session, Welcome, PROTOCOL_VERSION};
+use super::protocol::{self, Line, Reply, Request, Session, Uploads, Welcome, PROTOCOL_VERSION};
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;
-use crate::worker::{Event, Job, Worker, WorkerConfig};
+use crate::worker::{Event, InitSources, Job, Worker, WorkerConfig};
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -93,6 +93,8 @@ struct State {
     active: HashSet<u64>,
     /// Where PNGs go when they are not kept; removed at the end.
     scratch: Option<tempfile::TempDir>,
+    /// Init images and masks that came with jobs; removed at the end.
+    inputs: Option<tempfile::TempDir>,
     stop: bool,
 }
 
@@ -105,6 +107,7 @@ impl State {
             session: Session::default(),
             active: HashSet::new(),
             scratch: None,
+            inputs: None,
             stop: false,
         }
     }
@@ -125,7 +128,7 @@ impl State {
                 easel,
                 session,
             } => self.hello(protocol, &easel, session),
-            Request::Submit { job } => self.submit(job),
+            Request::Submit { job, uploads } => self.submit(job, uploads),
             Request::Cancel { id } => {
                 if let Some(w) = &self.worker {
                     w.cancel(id);
@@ -206,24 +209,44 @@ impl State {
                 .collect(),
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
+            preview_decoder: None,
+            // The worker adds offload when its device is a GPU.
+            memory: crate::engine::pipeline::MemoryOptions::new(
+                session.vae_tiling,
+                session.low_memory,
+                tch::Device::Cpu,
+            ),
+            fast_decoder: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     }
 
-    fn submit(&mut self, mut job: Job) -> Vec<Reply> {
+    fn submit(&mut self, mut job: Job, uploads: Uploads) -> Vec<Reply> {
         let id = job.id;
-        let Some(worker) = &self.worker else {
+        if self.worker.is_none() {
             return vec![error(
                 Some(id),
                 "say hello first: the first message must be a hello".into(),
             )];
-        };
-        if !self.active.insert(id) {
+        }
+        // Refused before it is queued: nothing of it runs.
+        if let Err(message) = super::policy::check_job(&job, &uploads) {
+            return vec![Reply::Failed { id, message }];
+        }
+        if self.active.contains(&id) {
             return vec![error(
                 Some(id),
                 format!("job {id} is already queued: give each job its own id"),
             )];
         }
+        match self.save_uploads(id, &uploads) {
+            Ok(read_from) => job.read_from = read_from,
+            Err(message) => return vec![Reply::Failed { id, message }],
+        }
+        let Some(worker) = &self.worker else {
+            return Vec::new();
+        };
+        self.active.insert(id);
         if let (Some(model), Some(dir)) = (&job.patch.model, &self.models) {
             let named = dir.join(model);
             if !Path::new(model).exists() && named.exists() {
@@ -237,6 +260,41 @@ impl State {
                 vec![Reply::Failed { id, message }]
             }
         }
+    }
+
+    /// Writes a job's init image and mask into this session's inputs folder (under names the
+    /// host chooses) and says where the worker reads them.
+    fn save_uploads(&mut self, id: u64, uploads: &Uploads) -> Result<InitSources, String> {
+        let mut sources = InitSources::default();
+        for (role, upload, slot) in [
+            ("init", &uploads.init_image, &mut sources.init_image),
+            ("mask", &uploads.mask, &mut sources.mask),
+        ] {
+            let Some(upload) = upload else { continue };
+            if upload.bytes.len() > protocol::MAX_UPLOAD_BYTES / 3 * 4 + 4 {
+                return Err(format!(
+                    "{} is larger than {} MB: send a smaller image",
+                    upload.name,
+                    protocol::MAX_UPLOAD_BYTES >> 20
+                ));
+            }
+            let bytes = protocol::base64_decode(&upload.bytes)
+                .map_err(|e| format!("{} did not arrive whole: {e}", upload.name))?;
+            if self.inputs.is_none() {
+                let dir = tempfile::Builder::new()
+                    .prefix("easel-inputs-")
+                    .tempdir()
+                    .map_err(|e| format!("cannot make a folder for the job's files: {e}"))?;
+                self.inputs = Some(dir);
+            }
+            let dir = self.inputs.as_ref().map(|d| d.path().to_path_buf());
+            let dir = dir.ok_or("no folder for the job's files")?;
+            let path = dir.join(format!("{id}-{role}.{}", extension(&upload.name)));
+            std::fs::write(&path, &bytes)
+                .map_err(|e| format!("cannot save {} on the host: {e}", upload.name))?;
+            *slot = Some(path);
+        }
+        Ok(sources)
     }
 
     fn events(&mut self) -> Vec<Reply> {
@@ -384,6 +442,16 @@ fn devices() -> Vec<String> {
 }
 
 /// Diffusers folders and single-file checkpoints in `dir`, by name, sorted.
+/// The client's file extension when it is a plain one (the image reader picks the format by
+/// it), else png.
+fn extension(name: &str) -> String {
+    Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| (1..=5).contains(&e.len()) && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map_or_else(|| "png".to_string(), str::to_ascii_lowercase)
+}
+
 pub fn list_models(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();

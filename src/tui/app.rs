@@ -98,6 +98,19 @@ pub struct GalleryRow {
     pub favourite: bool,
 }
 
+/// A model as the picker lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelRow {
+    /// What the model field takes: a catalog or registered name, or a name on the remote host.
+    pub name: String,
+    /// Version, size, where it is: one line.
+    pub detail: String,
+    /// Ready to render; otherwise `hint` says what to do.
+    pub ready: bool,
+    pub default: bool,
+    pub hint: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Overlay {
     None,
@@ -117,6 +130,11 @@ pub enum Overlay {
         selected: usize,
         /// Asked before moving an image to the trash.
         confirm_delete: Option<PathBuf>,
+    },
+    /// The model picker: catalog and registered models (the host's, over --remote).
+    Models {
+        filter: Editor,
+        selected: usize,
     },
 }
 
@@ -165,6 +183,8 @@ pub struct App {
     pub overlay: Overlay,
     pub presets: Vec<PresetRow>,
     pub gallery: Vec<GalleryRow>,
+    /// What the model picker lists (None until it was read).
+    pub models: Option<Vec<ModelRow>>,
     pub token_count: (usize, usize),
     pub quit: bool,
     /// The preview fills the screen.
@@ -198,6 +218,7 @@ impl App {
             overlay: Overlay::None,
             presets: Vec::new(),
             gallery: Vec::new(),
+            models: None,
             token_count: (0, 0),
             quit: false,
             zoom: false,
@@ -241,6 +262,27 @@ impl App {
             .iter()
             .filter(|p| filter.is_empty() || p.name.to_lowercase().contains(&filter))
             .collect()
+    }
+
+    /// The models matching the picker's filter: ready ones first, then the rest, each in
+    /// the listing's order.
+    pub fn filtered_models(&self) -> Vec<&ModelRow> {
+        let filter = match &self.overlay {
+            Overlay::Models { filter, .. } => filter.text().to_lowercase(),
+            _ => String::new(),
+        };
+        let mut rows: Vec<&ModelRow> = self
+            .models
+            .iter()
+            .flatten()
+            .filter(|m| {
+                filter.is_empty()
+                    || m.name.to_lowercase().contains(&filter)
+                    || m.detail.to_lowercase().contains(&filter)
+            })
+            .collect();
+        rows.sort_by_key(|m| !m.ready);
+        rows
     }
 
     /// The gallery rows matching its search (prompt, negative prompt, model), favourites first.

@@ -22,6 +22,10 @@ pub fn favourites(paths: &Paths) -> BTreeSet<String> {
 }
 
 pub fn set_favourite(paths: &Paths, path: &Path, on: bool) -> Result<(), String> {
+    let file = favourites_path(paths);
+    // Two studios open at once each keep their change.
+    let _lock = crate::store::lock(&file)
+        .map_err(|e| format!("cannot lock the favourites {}: {e}", file.display()))?;
     let mut all = favourites(paths);
     let key = path.display().to_string();
     if on {
@@ -30,7 +34,6 @@ pub fn set_favourite(paths: &Paths, path: &Path, on: bool) -> Result<(), String>
         all.remove(&key);
     }
     let text = serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?;
-    let file = favourites_path(paths);
     crate::store::write_atomic(&file, text.as_bytes())
         .map_err(|e| format!("cannot save the favourites {}: {e}", file.display()))
 }
@@ -62,6 +65,9 @@ pub fn trash(paths: &Paths, path: &Path) -> Result<PathBuf, String> {
     let name = path
         .file_name()
         .ok_or_else(|| format!("{} is not a file", path.display()))?;
+    // Two studios trashing same-named images at once must not pick the same name.
+    let _lock = crate::store::lock(&dir)
+        .map_err(|e| format!("cannot lock the trash folder {}: {e}", dir.display()))?;
     let mut dest = dir.join(name);
     let mut n = 1;
     while dest.exists() {

@@ -6,6 +6,7 @@ pub mod editor;
 pub mod gallery;
 pub mod images;
 pub mod keymap;
+pub mod models;
 pub mod open;
 pub mod params;
 pub mod presets;
@@ -51,6 +52,10 @@ pub struct TuiOptions {
     pub dtype: DtypeChoice,
     /// Render on another host over ssh (when `remote.remote` is set).
     pub remote: crate::remote::RemoteArgs,
+    /// TAESD for the step previews (a local worker only).
+    pub preview_decoder: Option<PathBuf>,
+    /// `--low-memory`, `--vae-tiling` (sent to a remote worker too), `--fast-decoder` (local).
+    pub memory: crate::cli::memory_flags::MemoryArgs,
 }
 
 /// Everything the studio starts from, without the terminal (tests build this too).
@@ -159,19 +164,31 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
                 .collect(),
             lora_dir: studio.paths.as_ref().map(Paths::loras),
             preview_every: 1,
+            preview_decoder: options.preview_decoder.clone(),
+            memory: options.memory.requested(),
+            fast_decoder: options.memory.fast_decoder.clone(),
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     };
     let history = studio.paths.as_ref().map(Paths::history);
-    let (worker, connected): (Box<dyn WorkerHandle>, _) =
-        match options.remote.options(&options.out_dir, history) {
-            Some(remote) => {
-                let remote = connect_remote(remote, &options)?;
-                let summary = remote.summary();
-                (Box::new(remote), Some(summary))
-            }
-            None => (Box::new(local()?), None),
-        };
+    let (worker, connected): (Box<dyn WorkerHandle>, _) = match options
+        .remote
+        .options(&options.out_dir, history)
+    {
+        Some(_) if options.preview_decoder.is_some() || options.memory.fast_decoder.is_some() => {
+            return Err(
+                "--preview-decoder and --fast-decoder name folders here, which a remote worker \
+                     cannot read: leave them out with --remote"
+                    .into(),
+            )
+        }
+        Some(remote) => {
+            let remote = connect_remote(remote, &options)?;
+            let summary = remote.summary();
+            (Box::new(remote), Some(summary))
+        }
+        None => (Box::new(local()?), None),
+    };
     if let Some(summary) = connected {
         studio.app.info(summary);
     }
@@ -332,6 +349,7 @@ fn connect_remote(
     remote.device = Some(options.device.to_string());
     remote.dtype = Some(options.dtype.to_string());
     remote.preview_every = 1;
+    remote.memory = options.memory.requested();
     eprintln!("connecting to {}", remote.host);
     crate::remote::RemoteWorker::connect(&remote).map_err(|e| e.to_string())
 }
@@ -442,6 +460,13 @@ fn perform(studio: &Studio, worker: &dyn WorkerHandle, effect: Effect) -> Option
                 Err(e) => Action::EffectFailed(e),
             },
             None => no_store(),
+        }),
+        Effect::ListModels => Some(match worker.models() {
+            Some((host, names)) => Action::ModelList(models::remote(&host, &names)),
+            None => match models::local() {
+                Ok(rows) => Action::ModelList(rows),
+                Err(e) => Action::EffectFailed(e),
+            },
         }),
         Effect::LoadEntry { path, recipe } => {
             let picture = gallery::decode(&path).ok();

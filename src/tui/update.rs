@@ -1,7 +1,8 @@
 //! Actions in, effects out: the studio's state machine. `update` performs no I/O; the runtime
 //! (tui::run) carries out the effects and feeds results back as actions.
 use super::app::{
-    App, Focus, GalleryRow, JobState, Overlay, PresetRow, QueueItem, ResultItem, STRIP_LEN,
+    App, Focus, GalleryRow, JobState, ModelRow, Overlay, PresetRow, QueueItem, ResultItem,
+    STRIP_LEN,
 };
 use super::editor::Editor;
 use super::params::Field;
@@ -44,6 +45,8 @@ pub enum Action {
     SavePreset,
     Presets,
     Gallery,
+    /// The model picker.
+    Models,
     /// In the presets panel: rename the selected preset.
     Rename,
     /// In the presets panel: store the current settings into the selected preset.
@@ -74,6 +77,7 @@ pub enum Action {
         new: String,
     },
     GalleryList(Vec<GalleryRow>),
+    ModelList(Vec<ModelRow>),
     /// A past render's recipe, loaded into the editors, and its pixels when readable.
     EntryLoaded {
         path: PathBuf,
@@ -102,6 +106,7 @@ pub enum Effect {
     UpdatePreset { name: String, patch: RecipePatch },
     RenamePreset { old: String, new: String },
     ListGallery,
+    ListModels,
     LoadEntry { path: PathBuf, recipe: Recipe },
     TrashImage(PathBuf),
     SetFavourite { path: PathBuf, on: bool },
@@ -139,6 +144,19 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             let n = app.filtered_gallery().len();
             if let Overlay::Gallery { selected, .. } = &mut app.overlay {
                 *selected = (*selected).min(n.saturating_sub(1));
+            }
+            vec![]
+        }
+        Action::ModelList(rows) => {
+            app.models = Some(rows);
+            // The picker opens on the model in use.
+            let current = app.params.model.clone();
+            let at = app
+                .filtered_models()
+                .iter()
+                .position(|m| Some(&m.name) == current.as_ref());
+            if let Overlay::Models { selected, .. } = &mut app.overlay {
+                *selected = at.unwrap_or(0);
             }
             vec![]
         }
@@ -214,6 +232,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             Overlay::SavePreset(editor) => save_overlay(app, editor, other),
             Overlay::Presets { .. } => presets_overlay(app, other),
             Overlay::Gallery { .. } => gallery_overlay(app, other),
+            Overlay::Models { .. } => models_overlay(app, other),
         },
     }
 }
@@ -242,7 +261,7 @@ fn render(app: &mut App) -> Vec<Effect> {
         app.field_error = None;
     }
     if app.params.model.is_none() {
-        app.error("no model: type a model folder into the parameters' model field (Tab to it)");
+        app.error("no model: Ctrl-K picks one, or type a model name, folder or file into the model field (Tab to it)");
         return vec![];
     }
     let id = app.next_id;
@@ -253,6 +272,7 @@ fn render(app: &mut App) -> Vec<Effect> {
         patch,
         count: app.params.batch,
         loras: app.params.loras.clone(),
+        ..Default::default()
     };
     app.queue.push(QueueItem {
         id,
@@ -356,6 +376,7 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
         {
             app.info("full-screen preview: +/- zoom, arrows pan, 0 fits, F6 goes back to editing");
         }
+        Action::Models => return open_models(app),
         Action::Gallery => {
             app.overlay = Overlay::Gallery {
                 filter: Editor::new(""),
@@ -409,12 +430,20 @@ fn main_screen(app: &mut App, action: Action) -> Vec<Effect> {
                     editor_action(app, other);
                     vec![]
                 }
+                // The model field picks from a list; typing a name or path still works.
+                Focus::Params
+                    if app.field == Field::Model
+                        && app.field_input.is_none()
+                        && matches!(other, Action::Enter | Action::Left | Action::Right) =>
+                {
+                    open_models(app)
+                }
                 Focus::Params => {
                     params_action(app, other);
                     vec![]
                 }
                 Focus::Queue => queue_action(app, other),
-            }
+            };
         }
     }
     vec![]
@@ -732,6 +761,59 @@ fn gallery_overlay(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Paste(s) => {
             filter.insert_str(&s);
+            *selected = 0;
+        }
+        Action::Backspace => {
+            filter.backspace();
+            *selected = 0;
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn open_models(app: &mut App) -> Vec<Effect> {
+    app.overlay = Overlay::Models {
+        filter: Editor::new(""),
+        selected: 0,
+    };
+    vec![Effect::ListModels]
+}
+
+fn models_overlay(app: &mut App, action: Action) -> Vec<Effect> {
+    let rows: Vec<ModelRow> = app.filtered_models().into_iter().cloned().collect();
+    let Overlay::Models { filter, selected } = &mut app.overlay else {
+        return vec![];
+    };
+    match action {
+        Action::Cancel => app.overlay = Overlay::None,
+        Action::Up => *selected = selected.saturating_sub(1),
+        Action::Down => *selected = (*selected + 1).min(rows.len().saturating_sub(1)),
+        Action::Enter => match rows.get(*selected) {
+            Some(row) if row.ready => {
+                app.overlay = Overlay::None;
+                app.params.model = Some(row.name.clone());
+                app.field_error = None;
+                app.info(format!(
+                    "model set to {} (it loads at the next render)",
+                    row.name
+                ));
+                return vec![Effect::SaveSession];
+            }
+            Some(row) => {
+                let hint = row.hint.clone().unwrap_or_default();
+                app.error(format!("{} is not ready: {hint}", row.name));
+            }
+            None => app.error(
+                "no model matches: type a model folder or file into the model field instead",
+            ),
+        },
+        Action::Insert(c) => {
+            filter.insert_char(c);
+            *selected = 0;
+        }
+        Action::Paste(text) => {
+            filter.insert_str(&text);
             *selected = 0;
         }
         Action::Backspace => {

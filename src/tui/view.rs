@@ -124,6 +124,7 @@ pub fn draw(
         Overlay::SavePreset(name) => save_overlay(frame, area, name, theme),
         Overlay::Presets { .. } => presets_overlay(frame, area, app, theme),
         Overlay::Gallery { .. } => gallery_overlay(frame, area, app, theme),
+        Overlay::Models { .. } => models_overlay(frame, area, app, theme),
     }
 }
 
@@ -458,7 +459,7 @@ fn popup(area: Rect, width: u16, height: u16) -> Rect {
 
 fn help_overlay(frame: &mut Frame, area: Rect, help: &[(String, String)], theme: Theme) {
     const NOTES: [&str; 3] = [
-        "params: Up/Down pick, Left/Right change, type + Enter",
+        "params: Up/Down pick, Left/Right change, type + Enter (model: a list)",
         "queue: Up/Down pick, Del cancels or removes",
         "keys: keymap.toml in easel's config folder",
     ];
@@ -656,6 +657,62 @@ fn gallery_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         )),
         (None, None) if empty => Line::from("no renders yet (or none match)"),
         (None, None) => Line::from(""),
+    };
+    frame.render_widget(
+        Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),
+        foot_area,
+    );
+}
+
+fn models_overlay(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
+    let Overlay::Models { filter, selected } = &app.overlay else {
+        return;
+    };
+    let rect = popup(
+        area,
+        area.width.saturating_sub(4).clamp(20, 100),
+        area.height.saturating_sub(4).max(8),
+    );
+    let list = app.filtered_models();
+    let width = list
+        .iter()
+        .map(|m| m.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let current = app.params.model.as_deref();
+    let items: Vec<String> = list
+        .iter()
+        .map(|m| {
+            let mark = if Some(m.name.as_str()) == current {
+                ">"
+            } else if m.ready {
+                " "
+            } else {
+                "-"
+            };
+            let default = if m.default { " (default)" } else { "" };
+            format!("{mark} {:<width$}  {}{default}", m.name, m.detail)
+        })
+        .collect();
+    let foot_area = list_overlay(
+        frame,
+        rect,
+        " Models: filter, Enter uses it, Esc closes (a path can be typed into the field) ",
+        format!("filter: {}_", filter.text()),
+        items,
+        *selected,
+        theme,
+    );
+    let foot = match (&app.models, list.get(*selected)) {
+        (None, _) => Line::from("reading the models..."),
+        (Some(_), Some(m)) => match &m.hint {
+            Some(hint) => Line::styled(format!("not ready: {hint}"), theme.error()),
+            None => Line::from(format!("Enter renders with {} from now on", m.name)),
+        },
+        (Some(_), None) => Line::from(
+            "no model matches: `easel models add PATH` registers a folder or file, \
+             `easel models pull NAME` downloads one",
+        ),
     };
     frame.render_widget(
         Paragraph::new(foot).wrap(ratatui::widgets::Wrap { trim: true }),

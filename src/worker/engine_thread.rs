@@ -1,9 +1,11 @@
 //! The worker thread's loop: load (or keep) the model, render each job's images, report.
-use super::{Event, Flags, Job, Picture, Placement, Queued, WorkerConfig};
+use super::{Event, Flags, InitSources, Job, Picture, Placement, Queued, WorkerConfig};
 use crate::engine::device::{device_name, kind_name};
 use crate::engine::lora::{prompt_tags, LoraSpec};
-use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
+use crate::engine::models::autoencoder_tiny::AutoencoderTiny;
+use crate::engine::pipeline::{Image, LoadOptions, MemoryOptions, StableDiffusion, TextToImage};
 use crate::output::naming::{self, OutputTarget};
+use crate::recipe::RecipePatch;
 use crate::render;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -56,8 +58,8 @@ pub(super) fn run(
                     Event::Failed {
                         id,
                         message: format!(
-                            "the engine failed: {} (the model loads again for the next job;                              out of memory? try a smaller size or batch)",
-                            panic_message(payload.as_ref())
+                            "the engine failed: {} (the model loads again for the next job)",
+                            crate::engine::oom::describe_panic(payload.as_ref())
                         ),
                     }
                 }
@@ -71,14 +73,6 @@ pub(super) fn run(
             return;
         }
     }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "an unknown error".into())
 }
 
 enum Outcome {
@@ -142,7 +136,9 @@ fn render_job(
                 .ok_or("the seed is too large for this many images: choose a smaller seed")?,
         );
         // An init image without a chosen size renders at its own, as in `easel generate`.
-        crate::init_files::fill_size(&mut patch).map_err(|e| e.to_string())?;
+        let mut sized = reading(&patch, &job.read_from);
+        crate::init_files::fill_size(&mut sized).map_err(|e| e.to_string())?;
+        (patch.width, patch.height) = (sized.width, sized.height);
         let mut recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
             .map_err(|e| e.to_string())?;
         recipe.loras = job.loras.clone();
@@ -157,7 +153,8 @@ fn render_job(
             preview_every: config.preview_every,
             ..recipe.to_request()
         };
-        let request = render::with_init(&recipe, request, &mut note).map_err(|e| e.to_string())?;
+        let request = render::with_init(&read_recipe(&recipe, &job.read_from), request, &mut note)
+            .map_err(|e| e.to_string())?;
         let start = Instant::now();
         let id = job.id;
         let mut on_step = |p: &crate::engine::pipeline::Progress| {
@@ -184,6 +181,11 @@ fn render_job(
         let Some(rendered) = rendered else {
             return Ok(Outcome::Cancelled(paths));
         };
+        for message in &rendered.output.notes {
+            let _ = events.send(Event::Note {
+                message: message.clone(),
+            });
+        }
         if let Some(history) = &config.history {
             // The image is written; a history that cannot be updated is worth a note, not a failure.
             if let Err(message) = render::record_history(history, &rendered.path, &recipe) {
@@ -199,6 +201,32 @@ fn render_job(
         paths.push(rendered.path);
     }
     Ok(Outcome::Done(paths))
+}
+
+/// The patch as the files are read: uploads in place of the recorded paths.
+fn reading(patch: &RecipePatch, from: &InitSources) -> RecipePatch {
+    let mut patch = patch.clone();
+    if let Some(p) = &from.init_image {
+        patch.init_image = Some(p.display().to_string());
+    }
+    if let Some(p) = &from.mask {
+        patch.mask = Some(p.display().to_string());
+    }
+    patch
+}
+
+/// The recipe whose init files are read: the one saved keeps the paths the client gave.
+fn read_recipe(recipe: &crate::recipe::Recipe, from: &InitSources) -> crate::recipe::Recipe {
+    let mut recipe = recipe.clone();
+    if let Some(init) = &mut recipe.init {
+        if let Some(p) = &from.init_image {
+            init.image = p.display().to_string();
+        }
+        if let (Some(mask), Some(p)) = (&mut init.mask, &from.mask) {
+            *mask = p.display().to_string();
+        }
+    }
+    recipe
 }
 
 fn ensure_loaded<'a>(
@@ -220,19 +248,32 @@ fn ensure_loaded<'a>(
         let start = Instant::now();
         let device = config.device.resolve().map_err(|e| e.to_string())?;
         let kind = config.dtype.resolve(device);
+        // Offload is decided here, where the device is known.
+        let memory = MemoryOptions::new(config.memory.vae_tiling, config.memory.low_memory, device);
         let options = LoadOptions {
             loras: loras.clone(),
             vae: None,
             config: None,
+            memory,
         };
         let path = crate::models::resolve(model).map_err(|e| e.to_string())?;
-        let sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
+        let mut sd = StableDiffusion::load_with_progress(&path, device, kind, &options, &mut |p| {
             let _ = events.send(Event::LoadStage {
                 component: p.component.to_string(),
                 progress: p.fraction,
             });
         })
         .map_err(|e| format!("cannot load the model {model}: {e}"))?;
+        sd.set_memory_options(memory);
+        if let Some(dir) = &config.fast_decoder {
+            sd.load_fast_decoder(dir)
+                .map_err(|e| format!("cannot use the fast decoder {}: {e}", dir.display()))?;
+        }
+        if let Some(dir) = &config.preview_decoder {
+            AutoencoderTiny::load(dir, device, kind)
+                .and_then(|taesd| sd.set_preview_decoder(Some(taesd)))
+                .map_err(|e| format!("cannot use the preview decoder {}: {e}", dir.display()))?;
+        }
         let _ = events.send(Event::Loaded {
             model: model.to_string(),
             device: device_name(sd.device()),

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 /// One render request: `count` images with seeds `seed`, `seed + 1`, ... (a random seed is
 /// drawn when `seed` is None), each written as its own PNG, as `easel generate --batch`.
 /// Serialized as is by the remote protocol (src/remote).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub id: u64,
     /// The model must be set; unset fields take the model's defaults.
@@ -24,6 +24,17 @@ pub struct Job {
     /// LoRAs to fuse (besides those the prompt's `<lora:NAME:W>` tags name), as `--lora`.
     #[serde(default)]
     pub loras: Vec<RecipeLora>,
+    /// Where the init image and mask are read from when not from the paths the recipe records
+    /// (a remote client's uploads, saved by the host's worker). Never on the wire.
+    #[serde(skip)]
+    pub read_from: InitSources,
+}
+
+/// Files to read in place of a recipe's init image and mask paths.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InitSources {
+    pub init_image: Option<PathBuf>,
+    pub mask: Option<PathBuf>,
 }
 
 /// Where a job's one image goes instead of a new name in the worker's folder (a batch plan's
@@ -117,6 +128,13 @@ pub struct WorkerConfig {
     pub lora_dir: Option<PathBuf>,
     /// Send a latent preview every this many steps (0: never).
     pub preview_every: usize,
+    /// TAESD (an AutoencoderTiny folder) drawing those previews; None: the latent map.
+    pub preview_decoder: Option<PathBuf>,
+    /// `--low-memory` and `--vae-tiling`, for every model it loads (offload follows from
+    /// `low_memory` once the device is known).
+    pub memory: crate::engine::pipeline::MemoryOptions,
+    /// `--fast-decoder`: TAESD decoding the images instead of the VAE.
+    pub fast_decoder: Option<PathBuf>,
 }
 
 /// What a face needs from a worker, so the studio takes the local one or a remote one
@@ -132,6 +150,11 @@ pub trait WorkerHandle {
     fn wait_event(&self, timeout: std::time::Duration) -> Option<Event>;
     /// Cancels everything and waits at most `limit` for the end; whether it ended.
     fn shutdown_within(self: Box<Self>, limit: std::time::Duration) -> bool;
+    /// A remote worker's host and the models it offers; None for a local worker, whose
+    /// models are this machine's.
+    fn models(&self) -> Option<(String, Vec<String>)> {
+        None
+    }
 }
 
 impl WorkerHandle for Worker {

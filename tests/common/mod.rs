@@ -11,6 +11,20 @@ pub fn fixtures() -> PathBuf {
         .join("fixtures")
 }
 
+/// The device the parity tests that support it compute on: $EASEL_TEST_DEVICE (cpu, cuda,
+/// cuda:N; scripts/device-check sets it on a GPU machine), else the CPU. References stay the
+/// CPU's: on CUDA run with NVIDIA_TF32_OVERRIDE=0 so that fp32 is fp32.
+pub fn test_device() -> Device {
+    let Some(choice) = std::env::var_os("EASEL_TEST_DEVICE") else {
+        return Device::Cpu;
+    };
+    let choice = choice.to_string_lossy();
+    choice
+        .parse::<easel::engine::device::DeviceChoice>()
+        .and_then(|c| c.resolve())
+        .unwrap_or_else(|e| panic!("EASEL_TEST_DEVICE={choice}: {e}"))
+}
+
 /// The committed tiny SD 1.x model in diffusers' folder layout.
 pub fn tiny_sd1() -> PathBuf {
     fixtures().join("tiny-sd1")

@@ -211,6 +211,7 @@ pub fn remote_options(
         device: Some("cpu".into()),
         dtype: None,
         preview_every: 1,
+        memory: Default::default(),
         ssh: Some(ssh.into()),
     }
 }

@@ -227,6 +227,15 @@ impl Display {
         }
     }
 
+    /// A contact sheet drawn once its last cell was done.
+    pub fn sheet(&self, path: &str) {
+        if self.mode == Mode::Json {
+            emit(json!({"event": "sheet", "path": path}));
+        } else {
+            self.say(&format!("contact sheet {path}"));
+        }
+    }
+
     /// Clears the bars and reports the end: one line on stderr, or the summary event.
     pub fn finish(&self, counts: &Counts, left: usize, stopped: Option<&str>) {
         for bar in self.workers.iter().chain(&self.batch) {

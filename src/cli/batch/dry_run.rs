@@ -120,6 +120,7 @@ pub fn run(
                 "time_basis": e.time_basis,
                 "disk_basis": e.disk_basis,
                 "shard": shard.map(|s| s.to_string()),
+                "sheets": expansion.sheets.iter().map(|s| &s.path).collect::<Vec<_>>(),
             })
         );
         return Ok(ExitCode::SUCCESS);
@@ -135,6 +136,18 @@ pub fn run(
         println!(
             "job {} (line {}): {} more image(s) with random seeds, drawn and recorded at the first run",
             u.job, u.job_line, u.images
+        );
+    }
+    if !expansion.sheets.is_empty() {
+        println!(
+            "{} contact sheet(s), each drawn when its last cell is done: {}",
+            expansion.sheets.len(),
+            expansion
+                .sheets
+                .iter()
+                .map(|s| s.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     println!(

@@ -8,7 +8,7 @@ use super::plan_file::{Place, PlanFile, Section};
 use super::seeds::SeedSpec;
 use super::state::BatchState;
 use super::template::{Field, Template, Values};
-use crate::cli::plan::{self, Variation};
+use crate::cli::plan::{self, SheetKind, SheetPlan, Variation};
 use crate::presets::Preset;
 use crate::recipe::{RecipeLora, RecipePatch};
 use crate::variations::wildcards::Wildcards;
@@ -63,6 +63,20 @@ pub struct Unseeded {
 pub struct Expansion {
     pub images: Vec<PlannedImage>,
     pub unseeded: Vec<Unseeded>,
+    /// The contact sheets of prompt-matrix and grid jobs, one per job and seed.
+    pub sheets: Vec<PlannedSheet>,
+}
+
+/// A contact sheet of a matrix or grid job: drawn once all its cells are done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSheet {
+    pub job: String,
+    pub seed: u64,
+    pub layout: SheetPlan,
+    /// The cells' paths and recipe hashes, row by row.
+    pub cells: Vec<(String, String)>,
+    /// Beside the first cell: `{job}-{seed}-grid.png` or `-matrix.png`.
+    pub path: String,
 }
 
 /// Where the plan's presets come from (the user's store, or a fixed set in tests).
@@ -169,7 +183,10 @@ impl Expander<'_> {
                 Seeds::Random(n) => match self.recorded(&key, n as usize) {
                     Some(v) => v,
                     None => {
-                        let cells = self.cells(&patch, &variation, vary_seed, 0, &at)?.len();
+                        let cells = self
+                            .cells(&patch, &variation, vary_seed, 0, &at)?
+                            .jobs
+                            .len();
                         out.unseeded.push(Unseeded {
                             job: label.clone(),
                             job_line: job.line,
@@ -183,7 +200,10 @@ impl Expander<'_> {
                 Seeds::FromRecipe => match self.recorded(&key, 1) {
                     Some(v) => v,
                     None => {
-                        let cells = self.cells(&patch, &variation, vary_seed, 0, &at)?.len();
+                        let cells = self
+                            .cells(&patch, &variation, vary_seed, 0, &at)?
+                            .jobs
+                            .len();
                         out.unseeded.push(Unseeded {
                             job: label.clone(),
                             job_line: job.line,
@@ -209,7 +229,9 @@ impl Expander<'_> {
             };
             let mut index = 0;
             for seed in seeds {
-                for cell in self.cells(&patch, &variation, vary_seed, seed, &at)? {
+                let built = self.cells(&patch, &variation, vary_seed, seed, &at)?;
+                let mut sheet_cells = Vec::new();
+                for cell in built.jobs {
                     let recipe_hash = recipe_hash(&cell.patch, &cell.prompt_template, &loras);
                     let n = hashes.entry(recipe_hash.clone()).or_insert(0);
                     *n += 1;
@@ -240,6 +262,7 @@ impl Expander<'_> {
                             self.template.source()
                         );
                     }
+                    sheet_cells.push((path.clone(), recipe_hash.clone()));
                     out.images.push(PlannedImage {
                         id,
                         recipe_hash,
@@ -260,6 +283,26 @@ impl Expander<'_> {
                             "the plan makes more than {MAX_PLAN_IMAGES} images: split it into several plans"
                         );
                     }
+                }
+                if let Some(layout) = built.sheet {
+                    let path = sheet_path(&sheet_cells[0].0, &label, seed, layout.kind);
+                    if let Some((other, other_line, _)) =
+                        paths.insert(path.to_lowercase(), (label.clone(), job.line, index))
+                    {
+                        bail!(
+                            "{at}: the contact sheet {path} has the name of an image of job {other} \
+                             (line {other_line}): change out = {:?} so images do not end in -grid \
+                             or -matrix",
+                            self.template.source()
+                        );
+                    }
+                    out.sheets.push(PlannedSheet {
+                        job: label.clone(),
+                        seed,
+                        layout,
+                        cells: sheet_cells,
+                        path,
+                    });
                 }
             }
         }
@@ -313,7 +356,7 @@ impl Expander<'_> {
         vary_seed: bool,
         seed: u64,
         at: &str,
-    ) -> Result<Vec<plan::Job>> {
+    ) -> Result<plan::Plan> {
         let request = plan::Request {
             count: 1,
             seed,
@@ -323,7 +366,17 @@ impl Expander<'_> {
         };
         let built = plan::build(patch, &request, self.wildcards)
             .map_err(|e| anyhow!("{at}: {}", plan_words(&e.to_string())))?;
-        Ok(built.jobs)
+        Ok(built)
+    }
+}
+
+/// Beside the first cell, named for the job and seed (the cells' own names come from the
+/// plan's template, which may not tell seeds apart in a shared folder).
+fn sheet_path(first_cell: &str, job: &str, seed: u64, kind: SheetKind) -> String {
+    let name = format!("{}-{seed}-{}.png", super::template::safe(job), kind.name());
+    match first_cell.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{name}"),
+        None => name,
     }
 }
 

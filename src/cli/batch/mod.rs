@@ -15,6 +15,7 @@ pub mod queue;
 pub mod runner;
 pub mod seeds;
 pub mod shard;
+pub mod sheets;
 pub mod signals;
 pub mod state;
 pub mod status;
@@ -56,7 +57,9 @@ height, clip_skip, guidance_rescale, init_image, strength, mask, mask_blur, keep
 loras ([\"file.safetensors:0.8\"]); preset (a name, or a list stacked in order); seeds (a list
 or \"A..B\"), count = N (N random seeds, drawn once and recorded in the output folder), or
 seed = N; prompt_matrix = true, grid_x / grid_y = \"FIELD=V1,V2\" and vary_seed (as easel
-generate's flags, one image per cell, no contact sheet). Jobs may have a name. Prompts take
+generate's flags, one image per cell, and a labelled contact sheet {job}-{seed}-grid.png or
+-matrix.png beside the first cell, drawn by whichever run or shard finishes its last cell).
+Jobs may have a name. Prompts take
 wildcards ({a|b}, __file__), drawn per seed. A job's fields win over its presets, which win
 over [defaults]; a job's preset replaces the defaults' preset. Model and file paths are
 relative to the current folder. Unknown keys are errors.
@@ -120,6 +123,9 @@ pub struct BatchArgs {
     #[arg(long, value_name = "DIR")]
     pub embeddings: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub memory: crate::cli::memory_flags::MemoryArgs,
+
     /// Print the images the plan makes, which are done, and an estimate of time and disk;
     /// render nothing.
     #[arg(long)]
@@ -176,8 +182,12 @@ pub struct LoadedPlan {
 
 impl LoadedPlan {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the plan {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the plan {}: check the path (`easel batch --help` shows a plan)",
+                path.display()
+            )
+        })?;
         let name = path.display().to_string();
         let plan = plan_file::parse(&text, &name)?;
         let template = match &plan.out {
@@ -297,6 +307,7 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
     )?;
     let expansion = loaded.expand(Some(&state))?;
     check_inputs(&expansion, lora_dir.as_deref())?;
+    let sheets = expansion.sheets;
     let mine: Vec<PlannedImage> = expansion
         .images
         .into_iter()
@@ -342,8 +353,19 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
         lora_dir,
         history: paths.as_ref().map(Paths::history),
         shard: args.shard.map(|s| s.to_string()),
+        memory: args.memory.clone(),
     };
     let outcome = runner::render(&todo, &config, &mut display, stop)?;
+    // After the images, so the shard that records a sheet's last cell finds it complete.
+    let mut sheet_error = None;
+    match sheets::draw_ready(&sheets, &out_dir) {
+        Ok(written) => {
+            for path in written {
+                display.sheet(&path.display().to_string());
+            }
+        }
+        Err(e) => sheet_error = Some(format!("{e:#}")),
+    }
     counts = runner::counts(mine.len(), already_done, todo.len(), &outcome);
     let signal = stop.load(Ordering::SeqCst);
     let stopped = match signal {
@@ -361,9 +383,12 @@ pub fn run(args: BatchArgs) -> Result<ExitCode> {
             eprintln!("  ... and {} more", outcome.failed.len() - 20);
         }
     }
+    if let Some(message) = &sheet_error {
+        display.note(message);
+    }
     Ok(if signal != 0 {
         ExitCode::from(signals::exit_status(signal))
-    } else if outcome.failed.is_empty() {
+    } else if outcome.failed.is_empty() && sheet_error.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

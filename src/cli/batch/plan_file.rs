@@ -129,6 +129,8 @@ pub fn parse(text: &str, file: &str) -> Result<PlanFile, PlanError> {
                 " at the top level: a plan holds `out = \"...\"`, a [defaults] table and \
                  [[jobs]] tables; recipe fields go inside those tables",
             );
+        } else {
+            message.push_str(" (fix the plan there; `easel batch --help` shows the format)");
         }
         at(e.span(), String::new(), message)
     })?;

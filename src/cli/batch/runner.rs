@@ -22,6 +22,7 @@ pub struct RunConfig {
     pub history: Option<PathBuf>,
     /// `K/N`, recorded with each image.
     pub shard: Option<String>,
+    pub memory: crate::cli::memory_flags::MemoryArgs,
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +75,9 @@ pub fn render(
             embeddings: config.embeddings.clone(),
             lora_dir: config.lora_dir.clone(),
             preview_every: 0,
+            preview_decoder: None,
+            memory: config.memory.requested(),
+            fast_decoder: config.memory.fast_decoder.clone(),
         })
         .context("cannot start a render worker")?;
         slots.push(Slot {
@@ -114,6 +118,7 @@ pub fn render(
                     patch: image.patch.clone(),
                     count: 1,
                     loras: image.loras.clone(),
+                    ..Default::default()
                 };
                 let placement = Placement {
                     path: config.out_dir.join(&image.path),

@@ -70,7 +70,16 @@ pub fn ensure(
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
     let path = path(out_dir);
-    let _lock = lock(&path).with_context(|| format!("cannot lock {}", path.display()))?;
+    let lock_file = crate::store::lock_path(&path);
+    let first_run = !lock_file.exists();
+    let cannot = |e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot write {}: {e}{}",
+            path.display(),
+            crate::output::write_hint(&e)
+        )
+    };
+    let _lock = lock(&path).map_err(cannot)?;
     let existing = read(out_dir)?;
     let mut state = existing.clone().unwrap_or_else(BatchState::fresh);
     for (key, count) in wanted {
@@ -81,8 +90,13 @@ pub fn ensure(
     }
     if existing.as_ref() != Some(&state) {
         let text = serde_json::to_string_pretty(&state)?;
-        write_atomic(&path, text.as_bytes())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Err(e) = write_atomic(&path, text.as_bytes()) {
+            // Nothing was recorded: a first run leaves the folder as it found it.
+            if first_run {
+                let _ = std::fs::remove_file(&lock_file);
+            }
+            return Err(cannot(e));
+        }
     }
     Ok(state)
 }

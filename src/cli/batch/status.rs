@@ -38,6 +38,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
             _ => missing.push(image.path.clone()),
         }
     }
+    let sheets = super::sheets::count(&expansion.sheets, &out_dir, &manifest);
     let unseeded: usize = expansion.unseeded.iter().map(|u| u.images).sum();
     let total = expansion.images.len() + unseeded;
     let complete = done == total;
@@ -56,6 +57,7 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
                 "failed_images": failed.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
                 "missing_images": missing,
                 "torn_manifest_lines": manifest.torn,
+                "sheets": {"made": sheets.made, "waiting": sheets.waiting, "ready": sheets.ready},
             })
         );
     } else {
@@ -69,6 +71,12 @@ pub fn run(args: &StatusArgs) -> Result<ExitCode> {
         if !by_shard.is_empty() {
             let parts: Vec<String> = by_shard.iter().map(|(s, n)| format!("{s}: {n}")).collect();
             println!("done by shard: {}", parts.join(", "));
+        }
+        if !expansion.sheets.is_empty() {
+            println!(
+                "contact sheets: {} made, {} waiting for cells, {} ready to draw (the next run draws them)",
+                sheets.made, sheets.waiting, sheets.ready
+            );
         }
         for (path, message) in &failed {
             println!("failed  {path}: {message}");

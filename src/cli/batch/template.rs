@@ -174,7 +174,12 @@ impl Template {
                 Component::Normal(_) => {
                     return bad("names a hidden file or folder (a part starting with .)")
                 }
-                Component::ParentDir => return bad("climbs out of the output folder with .."),
+                Component::ParentDir => {
+                    return bad(
+                        "climbs out of the output folder with ..: names stay inside --out \
+                         (choose the folder with --out)",
+                    )
+                }
                 Component::RootDir | Component::Prefix(_) => {
                     return bad("is absolute: it names files inside --out, so start it without /")
                 }

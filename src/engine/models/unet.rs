@@ -282,9 +282,9 @@ impl UNet2DConditionModel {
         };
 
         // diffusers builds the sinusoidal embedding in float32 and casts it to the sample's kind.
-        let timesteps = Tensor::from_slice(&[timestep])
-            .to_device(sample.device())
-            .expand([batch], false);
+        let timesteps =
+            crate::engine::device::upload(&Tensor::from_slice(&[timestep]), sample.device())
+                .expand([batch], false);
         let t_emb = self.time_proj.forward(&timesteps).to_kind(sample.kind());
         let mut emb = self
             .time_embedding

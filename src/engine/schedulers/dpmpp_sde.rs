@@ -179,7 +179,13 @@ impl Scheduler for DpmSolverSde {
         let ancestral_t = -ln(sigma_down);
         let prev = &start * f64::from(exp(-ancestral_t) / exp(-t))
             - pred_original * f64::from(expm1(t - ancestral_t));
-        let noise = self.brownian_noise(&sample.size(), sigma_from, sigma_to);
+        // The tree lives on the CPU in float32 (as torchsde's does for a CPU generator).
+        let noise = crate::engine::device::upload(
+            &self
+                .brownian_noise(&sample.size(), sigma_from, sigma_to)
+                .to_kind(sample.kind()),
+            sample.device(),
+        );
         let prev = prev + noise * f64::from(sigma_up);
         if first_order {
             self.first_half = Some(FirstHalf {

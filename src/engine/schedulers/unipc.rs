@@ -282,9 +282,10 @@ fn solve(r: &[f32], b: &[f32], order: usize, k: usize) -> Vec<f32> {
 
 /// `einsum("k,bkc...->bc...", rhos, stack(d1s, dim=1))`.
 fn combine(rhos: &[f32], d1s: &[Tensor], like: &Tensor) -> Tensor {
-    let rhos = Tensor::from_slice(rhos)
-        .to_kind(like.kind())
-        .to_device(like.device());
+    let rhos = crate::engine::device::upload(
+        &Tensor::from_slice(rhos).to_kind(like.kind()),
+        like.device(),
+    );
     let stacked = Tensor::stack(d1s, 1);
     Tensor::einsum("k,bkc...->bc...", &[rhos, stacked], None::<&[i64]>)
 }
