@@ -16,7 +16,7 @@ use easel::engine::tokenizer::ClipTokenizer;
 use easel::engine::weights::Weights;
 use easel::metadata::{self, ImageParameters};
 use easel::presets::{self, Preset};
-use easel::remote::protocol::{self, Line, Reply, WirePicture};
+use easel::remote::protocol::{self, Line, Reply, Request, WirePicture};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
@@ -192,8 +192,9 @@ fn lora(path: &Path, errors: &mut Vec<String>) {
     }
 }
 
-/// The remote worker's JSON lines: read with a size limit, parsed as requests and replies,
-/// previews decoded; and the bytes themselves as a preview's PNG.
+/// The remote worker's JSON lines: read with a size limit, parsed as requests (a job checked by
+/// the host's policy, its uploads decoded) and replies (previews decoded); and the bytes
+/// themselves as a preview's PNG.
 pub fn worker_protocol(data: &[u8]) -> Vec<String> {
     // Small, so that inputs of a few KiB reach the too-long-line path.
     const LIMIT: usize = 256;
@@ -207,8 +208,20 @@ pub fn worker_protocol(data: &[u8]) -> Vec<String> {
                 continue;
             }
         };
-        if let Err(e) = protocol::parse_request(&line) {
-            errors.push(e);
+        match protocol::parse_request(&line) {
+            // What the host checks before it runs a job or writes its uploads anywhere.
+            Ok(Request::Submit { job, uploads }) => {
+                if let Err(e) = easel::remote::policy::check_job(&job, &uploads) {
+                    errors.push(e);
+                }
+                for upload in [&uploads.init_image, &uploads.mask].into_iter().flatten() {
+                    if let Err(e) = protocol::base64_decode(&upload.bytes) {
+                        errors.push(e);
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e),
         }
         match protocol::parse_reply(&line) {
             Ok(Reply::Progress {
