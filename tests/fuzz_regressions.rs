@@ -113,3 +113,9 @@ fn a_preview_png_claiming_more_pixels_than_its_bytes_hold_is_refused_before_allo
     let errors = run("worker_protocol", "preview-claims-30000px.jsonl");
     assert_mentions(&errors, "claims 30000x30000 pixels, more than its");
 }
+
+#[test]
+fn a_weight_that_is_not_a_number_says_how_to_write_one() {
+    let errors = run("prompt_weighting", "corpus-weight-not-a-number.txt");
+    assert_mentions(&errors, "is not a number: write it like (word:1.2)");
+}
