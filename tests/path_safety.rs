@@ -2,15 +2,14 @@
 //! jobs cannot write outside the output folder (nor make a remote worker read what is not a
 //! model), and prompts and host names reach `ssh` as arguments, never through a shell.
 mod batch_support;
+mod remote_support;
 
 use batch_support::*;
 use easel::remote::protocol::{self, Reply, Request, Session};
+use remote_support::Pipe;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 /// Every path under `dir`, recursively, sorted.
 fn listing(dir: &Path) -> BTreeSet<PathBuf> {
@@ -195,66 +194,18 @@ fn plan_templates_and_recipe_values_stay_inside_the_output_folder() {
 }
 
 /// `easel worker --stdio --out KEEP` with its scratch folder (TMPDIR) inside `root`.
-struct Worker {
-    child: std::process::Child,
-    stdin: Option<std::process::ChildStdin>,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Worker {
-    fn start(root: &Path, keep: &Path) -> Self {
-        let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_easel"))
-            .args(["worker", "--stdio", "--out"])
-            .arg(keep)
-            .env("EASEL_HOME", root.join("home"))
-            .env("TMPDIR", &tmp)
-            .env("OMP_NUM_THREADS", "1")
-            .current_dir(root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("easel worker starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            stdin: child.stdin.take(),
-            child,
-            lines,
-        }
-    }
-
-    fn send_raw(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{}", line.trim_end()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    fn send(&mut self, request: &Request) {
-        self.send_raw(&protocol::to_line(request));
-    }
-
-    fn recv(&self) -> Reply {
-        let line = self
-            .lines
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the worker answers");
-        protocol::parse_reply(&line).unwrap()
-    }
-
-    fn end(mut self) {
-        self.stdin.take();
-        let _ = self.child.wait();
-    }
+fn start_worker(root: &Path, keep: &Path) -> Pipe {
+    let tmp = root.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_easel"));
+    cmd.args(["worker", "--stdio", "--out"])
+        .arg(keep)
+        .env("EASEL_HOME", root.join("home"))
+        .env("TMPDIR", &tmp)
+        .env("OMP_NUM_THREADS", "1")
+        .current_dir(root)
+        .stderr(Stdio::null());
+    Pipe::spawn(cmd)
 }
 
 #[test]
@@ -265,7 +216,7 @@ fn a_remote_client_cannot_write_outside_the_workers_folder_or_read_non_models() 
     let secret = root.path().join("secret.png");
     std::fs::write(&secret, b"not for the client").unwrap();
     let before = listing(root.path());
-    let mut worker = Worker::start(root.path(), &keep);
+    let mut worker = start_worker(root.path(), &keep);
     worker.send(&Request::Hello {
         protocol: protocol::PROTOCOL_VERSION,
         easel: "test".into(),
@@ -275,7 +226,7 @@ fn a_remote_client_cannot_write_outside_the_workers_folder_or_read_non_models() 
             ..Session::default()
         },
     });
-    assert!(matches!(worker.recv(), Reply::Welcome(_)));
+    assert!(matches!(worker.recv(120), Reply::Welcome(_)));
 
     let model = tiny();
     let hostile = [
@@ -334,7 +285,7 @@ fn a_remote_client_cannot_write_outside_the_workers_folder_or_read_non_models() 
     let mut errors = Vec::new();
     let mut image = None;
     while failed.len() < 6 || image.is_none() || errors.is_empty() {
-        match worker.recv() {
+        match worker.recv(120) {
             Reply::Failed { id, message } => {
                 failed.insert(id, message);
             }
@@ -348,7 +299,11 @@ fn a_remote_client_cannot_write_outside_the_workers_folder_or_read_non_models() 
             _ => {}
         }
     }
-    worker.end();
+    worker.hang_up();
+    assert!(
+        worker.exit_within(30).is_some(),
+        "the worker ends with its input"
+    );
     for (id, _, why) in &hostile {
         assert!(failed[id].contains(why), "job {id}: {}", failed[id]);
     }

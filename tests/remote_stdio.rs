@@ -382,46 +382,22 @@ fn generate_remote_saves_here_with_generates_pixels() {
     assert_eq!(second.seed, 8);
     assert!(Path::new(paths[1]).starts_with(&out));
     // What needs files here is refused before connecting.
-    let refused = Command::new(easel_bin())
-        .args([
-            "generate",
-            "x",
-            "--embeddings",
-            "/tmp",
-            "--remote",
-            "gpu-box",
-        ])
-        .arg("--model")
-        .arg(tiny_sd1())
-        .env("EASEL_SSH", "/nonexistent/ssh")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
-    assert!(
-        stderr.contains("--embeddings is not supported with --remote"),
-        "{stderr}"
-    );
-    let refused = Command::new(easel_bin())
-        .args([
-            "generate",
-            "x",
-            "--fast-decoder",
-            "/tmp",
-            "--remote",
-            "gpu-box",
-            "--model",
-        ])
-        .arg(tiny_sd1())
-        .env("EASEL_SSH", "/nonexistent/ssh")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
-    assert!(
-        stderr.contains("--fast-decoder is not supported with --remote"),
-        "{stderr}"
-    );
+    for flag in ["--embeddings", "--fast-decoder"] {
+        let refused = Command::new(easel_bin())
+            .args([
+                "generate", "x", flag, "/tmp", "--remote", "gpu-box", "--model",
+            ])
+            .arg(tiny_sd1())
+            .env("EASEL_SSH", "/nonexistent/ssh")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success());
+        assert!(
+            stderr.contains(&format!("{flag} is not supported with --remote")),
+            "{stderr}"
+        );
+    }
 }
 
 /// `--vae-tiling` (and `--low-memory`) reach the host: a remote render decoded in tiles equals

@@ -396,6 +396,48 @@ impl Weights {
         })
     }
 
+    /// A stored float tensor converted to `kind` straight from the mapped file: one pass and
+    /// one allocation instead of a copy and then a conversion (fp16 files loaded in fp32 are
+    /// the usual case). None where that does not apply; the caller reads it the plain way.
+    fn converted(&self, name: &str, kind: Option<Kind>) -> Option<Tensor> {
+        if self.patch.is_some() || self.device != Device::Cpu {
+            return None;
+        }
+        let entry = self.entries.get(name)?;
+        let stored = match entry.info.dtype {
+            Dtype::F16 => Kind::Half,
+            Dtype::BF16 => Kind::BFloat16,
+            Dtype::F32 => Kind::Float,
+            _ => return None,
+        };
+        let target = kind.unwrap_or(self.kind);
+        let float_target = matches!(target, Kind::Float | Kind::Half | Kind::BFloat16);
+        if entry.transpose || target == stored || !float_target {
+            return None;
+        }
+        let file = &self.files[entry.file];
+        let (start, end) = entry.info.data_offsets;
+        let bytes = file
+            .mmap
+            .get(file.data_start + start..file.data_start + end)?;
+        let shape: Vec<i64> = entry.info.shape.iter().map(|&d| d as i64).collect();
+        let numel: i64 = shape.iter().product();
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(stored.elt_size_in_bytes());
+        if numel == 0 || !aligned || bytes.len() != numel as usize * stored.elt_size_in_bytes() {
+            return None;
+        }
+        let mut strides = vec![1i64; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        // SAFETY: `bytes` is a live slice of the map, of exactly this shape and kind; the view is
+        // only read by the conversion, which writes a new tensor, and is dropped right after.
+        let view =
+            unsafe { Tensor::f_from_blob(bytes.as_ptr(), &shape, &strides, stored, Device::Cpu) }
+                .ok()?;
+        view.f_to_kind(target).ok()
+    }
+
     fn take(&self, name: &str, shape: Option<&[i64]>, kind: Option<Kind>) -> Tensor {
         self.used.borrow_mut().insert(name.to_string());
         let placeholder = || Tensor::zeros([0], (Kind::Float, Device::Cpu));
@@ -412,6 +454,9 @@ impl Weights {
                 ));
                 return placeholder();
             }
+        }
+        if let Some(t) = self.converted(name, kind) {
+            return t;
         }
         match self.read_raw(name) {
             // Every weight a model takes without naming a kind is a float; libtorch would fail

@@ -50,13 +50,19 @@ pub struct Pipe {
 
 impl Pipe {
     pub fn start(extra: &[&str], home: &Path) -> Self {
-        let mut child = Command::new(easel_bin())
-            .args(["worker", "--stdio"])
+        let mut cmd = Command::new(easel_bin());
+        cmd.args(["worker", "--stdio"])
             .args(extra)
             .env("EASEL_HOME", home)
+            .stderr(Stdio::inherit());
+        Self::spawn(cmd)
+    }
+
+    /// `cmd`, an `easel worker --stdio` command line, with pipes on its stdin and stdout.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("easel worker starts");
         let stdout = child.stdout.take().unwrap();
