@@ -400,7 +400,7 @@ impl Weights {
     /// one allocation instead of a copy and then a conversion (fp16 files loaded in fp32 are
     /// the usual case). None where that does not apply; the caller reads it the plain way.
     fn converted(&self, name: &str, kind: Option<Kind>) -> Option<Tensor> {
-        if self.patch.is_some() || self.device != Device::Cpu {
+        if self.patch.is_some() || self.placement.unwrap_or(self.device) != Device::Cpu {
             return None;
         }
         let entry = self.entries.get(name)?;
@@ -420,10 +420,19 @@ impl Weights {
         let bytes = file
             .mmap
             .get(file.data_start + start..file.data_start + end)?;
-        let shape: Vec<i64> = entry.info.shape.iter().map(|&d| d as i64).collect();
-        let numel: i64 = shape.iter().product();
+        // Hostile headers (dimensions past i64, sizes that overflow) take the checked path.
+        let shape: Vec<i64> = entry
+            .info
+            .shape
+            .iter()
+            .map(|&d| i64::try_from(d).ok())
+            .collect::<Option<_>>()?;
+        let numel = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d))?;
+        let size = usize::try_from(numel)
+            .ok()?
+            .checked_mul(stored.elt_size_in_bytes())?;
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(stored.elt_size_in_bytes());
-        if numel == 0 || !aligned || bytes.len() != numel as usize * stored.elt_size_in_bytes() {
+        if numel == 0 || !aligned || bytes.len() != size {
             return None;
         }
         let mut strides = vec![1i64; shape.len()];
@@ -456,6 +465,7 @@ impl Weights {
             }
         }
         if let Some(t) = self.converted(name, kind) {
+            self.handed_out.borrow_mut().push(t.shallow_clone());
             return t;
         }
         match self.read_raw(name) {
