@@ -1,7 +1,7 @@
 //! What a batch shows while it runs. On a terminal: a bar for the batch and one per worker for
 //! the image it renders. Otherwise (nohup, cron, a log file): one line per finished image with
 //! the count, it/s and ETA. With --json: JSON-line events on stdout (plan, loading, started,
-//! progress, done, failed, note, summary) and nothing else there.
+//! progress, done, failed, sheet, note, summary) and nothing else there.
 use super::expand::PlannedImage;
 use super::manifest::Record;
 use crate::cli::progress::plain_line;

@@ -84,7 +84,7 @@ lines only. `easel batch status PLAN.toml --out DIR` reports done, missing and f
 across shards. scripts/slurm/easel-array.sbatch runs a plan as a Slurm job array.
 
 Progress: bars on a terminal; otherwise one line per image (count, it/s, ETA); --json prints
-JSON lines on stdout: plan, loading, started, progress, done, failed, note, summary.
+JSON lines on stdout: plan, loading, started, progress, done, failed, sheet, note, summary.
 Exit status: 0 when every image is rendered, 1 when any failed (with a summary), 130 after
 Ctrl-C, 143 after SIGTERM.";
 
