@@ -104,6 +104,15 @@ pub struct Weights {
     handed_out: RefCell<Vec<Tensor>>,
 }
 
+/// One tensor's bytes in a mapped file, with the shape and kind they were checked against.
+struct Stored<'a> {
+    path: &'a Path,
+    bytes: &'a [u8],
+    shape: Vec<i64>,
+    kind: Kind,
+    transpose: bool,
+}
+
 fn map_file(path: &Path) -> Result<(MappedFile, Vec<(String, TensorInfo)>)> {
     let file = File::open(path).map_err(|source| EngineError::Io {
         path: path.to_path_buf(),
@@ -341,8 +350,8 @@ impl Weights {
         self.entries.get(name).map(|e| e.shape.clone())
     }
 
-    /// Reads one tensor as stored, on the CPU.
-    pub fn read_raw(&self, name: &str) -> Result<Tensor> {
+    /// One tensor as the files hold it: its bytes in the map, shape and kind, checked to agree.
+    fn stored(&self, name: &str) -> Result<Stored<'_>> {
         let entry = self.entries.get(name).ok_or_else(|| {
             EngineError::Invalid(format!("tensor {name} is not in {}", self.location))
         })?;
@@ -367,6 +376,7 @@ impl Weights {
                 })
             }
         };
+        // map_file refused dimensions whose strides do not fit in i64.
         let shape: Vec<i64> = entry.info.shape.iter().map(|&d| d as i64).collect();
         let expected = entry
             .info
@@ -383,13 +393,26 @@ impl Weights {
                 ),
             });
         }
-        let tensor = Tensor::f_from_data_size(bytes, &shape, kind).map_err(|e| {
-            EngineError::Safetensors {
-                path: file.path.clone(),
-                message: format!("tensor {name} cannot be read: {e}"),
-            }
-        })?;
-        Ok(if entry.transpose {
+        Ok(Stored {
+            path: &file.path,
+            bytes,
+            shape,
+            kind,
+            transpose: entry.transpose,
+        })
+    }
+
+    /// Reads one tensor as stored, on the CPU.
+    pub fn read_raw(&self, name: &str) -> Result<Tensor> {
+        let stored = self.stored(name)?;
+        let tensor =
+            Tensor::f_from_data_size(stored.bytes, &stored.shape, stored.kind).map_err(|e| {
+                EngineError::Safetensors {
+                    path: stored.path.to_path_buf(),
+                    message: format!("tensor {name} cannot be read: {e}"),
+                }
+            })?;
+        Ok(if stored.transpose {
             tensor.tr().contiguous()
         } else {
             tensor
@@ -403,47 +426,37 @@ impl Weights {
         if self.patch.is_some() || self.placement.unwrap_or(self.device) != Device::Cpu {
             return None;
         }
-        let entry = self.entries.get(name)?;
-        let stored = match entry.info.dtype {
-            Dtype::F16 => Kind::Half,
-            Dtype::BF16 => Kind::BFloat16,
-            Dtype::F32 => Kind::Float,
-            _ => return None,
-        };
+        let stored = self.stored(name).ok()?;
         let target = kind.unwrap_or(self.kind);
-        let float_target = matches!(target, Kind::Float | Kind::Half | Kind::BFloat16);
-        if entry.transpose || target == stored || !float_target {
+        let floats = [Kind::Float, Kind::Half, Kind::BFloat16];
+        let aligned =
+            (stored.bytes.as_ptr() as usize).is_multiple_of(stored.kind.elt_size_in_bytes());
+        if stored.transpose
+            || target == stored.kind
+            || !floats.contains(&stored.kind)
+            || !floats.contains(&target)
+            || stored.bytes.is_empty()
+            || !aligned
+        {
             return None;
         }
-        let file = &self.files[entry.file];
-        let (start, end) = entry.info.data_offsets;
-        let bytes = file
-            .mmap
-            .get(file.data_start + start..file.data_start + end)?;
-        // Hostile headers (dimensions past i64, sizes that overflow) take the checked path.
-        let shape: Vec<i64> = entry
-            .info
-            .shape
-            .iter()
-            .map(|&d| i64::try_from(d).ok())
-            .collect::<Option<_>>()?;
-        let numel = shape.iter().try_fold(1i64, |n, &d| n.checked_mul(d))?;
-        let size = usize::try_from(numel)
-            .ok()?
-            .checked_mul(stored.elt_size_in_bytes())?;
-        let aligned = (bytes.as_ptr() as usize).is_multiple_of(stored.elt_size_in_bytes());
-        if numel == 0 || !aligned || bytes.len() != size {
-            return None;
-        }
+        let shape = &stored.shape;
         let mut strides = vec![1i64; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * shape[i + 1];
         }
         // SAFETY: `bytes` is a live slice of the map, of exactly this shape and kind; the view is
         // only read by the conversion, which writes a new tensor, and is dropped right after.
-        let view =
-            unsafe { Tensor::f_from_blob(bytes.as_ptr(), &shape, &strides, stored, Device::Cpu) }
-                .ok()?;
+        let view = unsafe {
+            Tensor::f_from_blob(
+                stored.bytes.as_ptr(),
+                shape,
+                &strides,
+                stored.kind,
+                Device::Cpu,
+            )
+        }
+        .ok()?;
         view.f_to_kind(target).ok()
     }
 
