@@ -5,12 +5,11 @@ use super::error::{EngineError, Result};
 pub use super::family::ModelDefaults;
 use super::family::{Family, ModelInfo};
 use super::img2img::{self, InitImage};
-use super::loader::read_config;
 use super::loader::{ModelSource, VaeOverride};
 use super::lora::{LoraSet, LoraSpec};
 use super::memory_estimate;
 use super::models::attention::attention_slicing;
-use super::models::autoencoder_tiny::{AutoencoderTiny, TinyConfig};
+use super::models::autoencoder_tiny::AutoencoderTiny;
 use super::models::clip::ClipTextModel;
 use super::models::clip_config::ClipTextConfig;
 use super::models::embeddings::guidance_scale_embedding;
@@ -27,7 +26,7 @@ use super::random::SeededNoise;
 use super::schedulers::config::TimestepSpacing;
 use super::schedulers::{self, SamplerKind, SamplerOptions, Schedule, SchedulerConfig};
 use super::tokenizer::ClipTokenizer;
-use super::weights::{component_files, Weights};
+use super::weights::Weights;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -184,7 +183,16 @@ impl MemoryOptions {
         Self {
             vae_tiling,
             low_memory,
-            offload: low_memory && device.is_cuda(),
+            offload: false,
+        }
+        .on(device)
+    }
+
+    /// These options where the device is known: offload follows from `low_memory` on CUDA.
+    pub fn on(self, device: Device) -> Self {
+        Self {
+            offload: self.low_memory && device.is_cuda(),
+            ..self
         }
     }
 }
@@ -408,17 +416,11 @@ impl StableDiffusion {
     /// Loads a TAESD folder (diffusers' `AutoencoderTiny`) as the fast decoder, in host memory
     /// when offload is on so that it too moves to the device only to decode.
     pub fn load_fast_decoder(&mut self, dir: &Path) -> Result<()> {
-        let config: TinyConfig = read_config(&dir.join("config.json"), TinyConfig::validate)?;
-        let files = component_files(dir, "diffusion_pytorch_model", None)?;
-        let weights = placed(Weights::open(&files, self.device, self.kind)?, self.host());
-        let taesd = AutoencoderTiny::new(&weights.root(), &config)?;
-        weights.finish()?;
+        let (taesd, tensors) =
+            AutoencoderTiny::load_placed(dir, self.device, self.kind, self.host())?;
         self.check_tiny_decoder(&taesd, "fast decoder")?;
-        self.offload.register(
-            Component::FastDecoder,
-            weights.recorded(),
-            self.host().is_some(),
-        )?;
+        self.offload
+            .register(Component::FastDecoder, tensors, self.host().is_some())?;
         self.fast_decoder = Some(taesd);
         Ok(())
     }
@@ -1009,10 +1011,14 @@ impl StableDiffusion {
 
     /// Whether these latents decode in tiles already (`--vae-tiling`, `--low-memory`, size).
     fn decodes_in_tiles(&self, latents: &Tensor) -> bool {
-        let size = latents.size();
+        self.tiling_for(&self.vae, self.image_pixels(latents))
+            .is_some()
+    }
+
+    /// The pixels of one image decoded from `latents` ([N, C, H, W]).
+    fn image_pixels(&self, latents: &Tensor) -> i64 {
         let factor = self.latent_scale_factor();
-        let pixels = size.iter().rev().take(2).product::<i64>() * factor * factor;
-        self.tiling_for(&self.vae, pixels).is_some()
+        latents.size().iter().rev().take(2).product::<i64>() * factor * factor
     }
 
     /// The decode; `tiles` forces tiling. A half-precision VAE that overflows (NaN or inf)
@@ -1024,9 +1030,7 @@ impl StableDiffusion {
             return Ok(to_unit_nhwc(&image));
         }
         let scaled = self.vae.unscale_latents(latents);
-        let (_, _, h, w) = scaled.size4()?;
-        let factor = self.latent_scale_factor();
-        let pixels = h * w * factor * factor;
+        let pixels = self.image_pixels(&scaled);
         let tiling = |vae: &AutoencoderKl| {
             self.tiling_for(vae, pixels)
                 .or_else(|| tiles.then(|| vae.default_tiling()))

@@ -226,12 +226,26 @@ impl AutoencoderTiny {
     /// Loads a TAESD folder in diffusers layout (`config.json`,
     /// `diffusion_pytorch_model.safetensors`).
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
+        Self::load_placed(dir, device, kind, None).map(|(model, _)| model)
+    }
+
+    /// `load` with the weights waiting on `host` when given (model CPU offload), and every
+    /// tensor handed out, for the offload registry.
+    pub fn load_placed(
+        dir: &Path,
+        device: Device,
+        kind: Kind,
+        host: Option<Device>,
+    ) -> Result<(Self, Vec<Tensor>)> {
         let config: TinyConfig = read_config(&dir.join("config.json"), TinyConfig::validate)?;
         let files = component_files(dir, "diffusion_pytorch_model", None)?;
-        let weights = Weights::open(&files, device, kind)?;
+        let mut weights = Weights::open(&files, device, kind)?;
+        if let Some(host) = host {
+            weights = weights.placed_on(host);
+        }
         let model = Self::new(&weights.root(), &config)?;
         weights.finish()?;
-        Ok(model)
+        Ok((model, weights.recorded()))
     }
 
     pub fn config(&self) -> &TinyConfig {
