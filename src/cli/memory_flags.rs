@@ -28,12 +28,16 @@ impl MemoryArgs {
     /// What the flags ask for on `device` (pass it to the load, so that offloaded weights
     /// load into RAM, never all onto the GPU).
     pub fn options(&self, device: Device) -> MemoryOptions {
-        MemoryOptions::new(self.vae_tiling, self.low_memory, device)
+        self.requested().on(device)
     }
 
     /// The flags for a worker, which decides offload once it knows its device.
     pub fn requested(&self) -> MemoryOptions {
-        self.options(Device::Cpu)
+        MemoryOptions {
+            vae_tiling: self.vae_tiling,
+            low_memory: self.low_memory,
+            offload: false,
+        }
     }
 
     /// Applies the flags to a loaded pipeline.

@@ -211,11 +211,11 @@ impl State {
             preview_every: session.preview_every,
             preview_decoder: None,
             // The worker adds offload when its device is a GPU.
-            memory: crate::engine::pipeline::MemoryOptions::new(
-                session.vae_tiling,
-                session.low_memory,
-                tch::Device::Cpu,
-            ),
+            memory: crate::engine::pipeline::MemoryOptions {
+                vae_tiling: session.vae_tiling,
+                low_memory: session.low_memory,
+                offload: false,
+            },
             fast_decoder: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))

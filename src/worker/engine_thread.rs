@@ -3,7 +3,7 @@ use super::{Event, Flags, InitSources, Job, Picture, Placement, Queued, WorkerCo
 use crate::engine::device::{device_name, kind_name};
 use crate::engine::lora::{prompt_tags, LoraSpec};
 use crate::engine::models::autoencoder_tiny::AutoencoderTiny;
-use crate::engine::pipeline::{Image, LoadOptions, MemoryOptions, StableDiffusion, TextToImage};
+use crate::engine::pipeline::{Image, LoadOptions, StableDiffusion, TextToImage};
 use crate::output::naming::{self, OutputTarget};
 use crate::recipe::RecipePatch;
 use crate::render;
@@ -249,7 +249,7 @@ fn ensure_loaded<'a>(
         let device = config.device.resolve().map_err(|e| e.to_string())?;
         let kind = config.dtype.resolve(device);
         // Offload is decided here, where the device is known.
-        let memory = MemoryOptions::new(config.memory.vae_tiling, config.memory.low_memory, device);
+        let memory = config.memory.on(device);
         let options = LoadOptions {
             loras: loras.clone(),
             vae: None,
