@@ -380,15 +380,17 @@ impl Drop for RemoteWorker {
 fn uploads_for(job: &Job) -> Result<Uploads, String> {
     let read = |path: &Option<String>, what: &str| -> Result<Option<Upload>, String> {
         let Some(name) = path else { return Ok(None) };
-        let bytes =
-            std::fs::read(name).map_err(|e| format!("cannot read the {what} {name}: {e}"))?;
-        if bytes.len() > protocol::MAX_UPLOAD_BYTES {
+        let unreadable = |e: std::io::Error| format!("cannot read the {what} {name}: {e}");
+        // Measured before reading, so that a huge file is refused without loading it.
+        let size = std::fs::metadata(name).map_err(unreadable)?.len();
+        if size > protocol::MAX_UPLOAD_BYTES as u64 {
             return Err(format!(
                 "the {what} {name} is larger than {} MB, the most a remote render takes: \
                  send a smaller image",
                 protocol::MAX_UPLOAD_BYTES >> 20
             ));
         }
+        let bytes = std::fs::read(name).map_err(unreadable)?;
         Ok(Some(Upload {
             name: name.clone(),
             bytes: protocol::base64_encode(&bytes),
