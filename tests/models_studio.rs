@@ -70,24 +70,7 @@ fn the_studio_opens_on_the_default_model_and_renders_with_its_name() {
         home.display(),
         env!("CARGO_BIN_EXE_easel"),
     );
-    let tmux = Tmux {
-        session: format!("easel-models-studio-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "100",
-            "-y",
-            "30",
-        ])
-        .args(["sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let tmux = Tmux::start("models-studio", (100, 30), &script);
 
     let first = tmux.wait_for("Prompt 0/75", 30);
     assert!(

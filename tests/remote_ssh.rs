@@ -194,26 +194,7 @@ fn the_studio_renders_on_a_remote_host_in_tmux() {
         sshd.host,
         bin.display(),
     );
-    let tmux = Tmux {
-        session: format!("easel-remote-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "110",
-            "-y",
-            "30",
-            "sh",
-            "-c",
-            &script,
-        ])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let tmux = Tmux::start("remote", (110, 30), &script);
     tmux.wait_for("Prompt 0/75", 60);
     tmux.run(&["send-keys", "-t", &tmux.session, "-l", "a red fox"]);
     tmux.wait_for("Prompt 3/75", 10);
@@ -276,24 +257,7 @@ fn the_studio_runs_over_ssh_with_its_image_inline() {
         sshd.ssh_line(),
         sshd.host,
     );
-    let tmux = Tmux {
-        session: format!("easel-over-ssh-{}", std::process::id()),
-    };
-    let started = Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &tmux.session,
-            "-x",
-            "110",
-            "-y",
-            "30",
-        ])
-        .args(["sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let tmux = Tmux::start("over-ssh", (110, 30), &script);
     tmux.wait_for("Prompt 0/75", 60);
     tmux.text("a red fox");
     tmux.wait_for("Prompt 3/75", 10);

@@ -35,16 +35,7 @@ fn start_studio(name: &str, env: &str, args: &str, size: (u16, u16)) -> (Tmux, t
         home.display(),
         env!("CARGO_BIN_EXE_easel"),
     );
-    let tmux = Tmux {
-        session: format!("easel-e2e-{name}-{}", std::process::id()),
-    };
-    let (w, h) = (size.0.to_string(), size.1.to_string());
-    let started = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &tmux.session, "-x", &w, "-y", &h])
-        .args(["sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    let tmux = Tmux::start(&format!("e2e-{name}"), size, &script);
     (tmux, root)
 }
 
@@ -400,24 +391,7 @@ fn first_run_demo_no_color_and_ctrl_c() {
             root.path().join("fresh-home").display(),
             env!("CARGO_BIN_EXE_easel"),
         );
-        let tmux = Tmux {
-            session: format!("easel-e2e-{name}-{}", std::process::id()),
-        };
-        let started = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &tmux.session,
-                "-x",
-                "120",
-                "-y",
-                "30",
-            ])
-            .args(["sh", "-c", &script])
-            .status()
-            .unwrap();
-        assert!(started.success());
+        let tmux = Tmux::start(&format!("e2e-{name}"), (120, 30), &script);
         (tmux, root)
     };
     let coloured = |tmux: &Tmux| {

@@ -9,6 +9,21 @@ pub struct Tmux {
 }
 
 impl Tmux {
+    /// A detached session `easel-NAME-PID` of `width` x `height` running `script` with `sh -c`.
+    pub fn start(name: &str, (width, height): (u16, u16), script: &str) -> Self {
+        let tmux = Tmux {
+            session: format!("easel-{name}-{}", std::process::id()),
+        };
+        let (w, h) = (width.to_string(), height.to_string());
+        let started = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &tmux.session, "-x", &w, "-y", &h])
+            .args(["sh", "-c", script])
+            .status()
+            .expect("tmux runs");
+        assert!(started.success(), "tmux could not start {name}");
+        tmux
+    }
+
     pub fn run(&self, args: &[&str]) -> String {
         let out = Command::new("tmux").args(args).output().expect("tmux runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
