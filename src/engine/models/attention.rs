@@ -151,7 +151,9 @@ impl FeedForward {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let h = self.proj.forward(x);
         let parts = h.chunk(2, -1);
-        self.out.forward(&(&parts[0] * parts[1].gelu("none")))
+        let mut gated = parts[1].gelu("none");
+        gated *= &parts[0];
+        self.out.forward(&gated)
     }
 }
 
@@ -216,9 +218,14 @@ impl BasicTransformerBlock {
 
     pub fn forward(&self, x: &Tensor, context: &Tensor) -> Tensor {
         let attn1_context = self.only_cross_attention.then_some(context);
-        let x = self.attn1.forward(&self.norm1.forward(x), attn1_context) + x;
-        let x = self.attn2.forward(&self.norm2.forward(&x), Some(context)) + x;
-        self.ff.forward(&self.norm3.forward(&x)) + x
+        // Each residual is added in place into the sublayer's fresh output.
+        let mut h = self.attn1.forward(&self.norm1.forward(x), attn1_context);
+        h += x;
+        let mut y = self.attn2.forward(&self.norm2.forward(&h), Some(context));
+        y += &h;
+        let mut out = self.ff.forward(&self.norm3.forward(&y));
+        out += &y;
+        out
     }
 }
 
@@ -284,11 +291,12 @@ impl Transformer2DModel {
                 .permute([0, 3, 1, 2])
                 .contiguous()
         };
-        let h = match &self.proj_out {
+        let mut h = match &self.proj_out {
             Projection::Conv(conv) => conv.forward(&to_map(h)),
             Projection::Linear(linear) => to_map(linear.forward(&h)),
         };
-        h + x
+        h += x;
+        h
     }
 }
 

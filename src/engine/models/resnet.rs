@@ -56,21 +56,21 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Tensor {
-        let mut h = self.conv1.forward(&self.norm1.forward(x).silu());
+        // In place wherever the tensor is this block's own: at VAE sizes every fresh activation
+        // is a new mapping the kernel has to fault in page by page.
+        let mut h = self.conv1.forward(&norm_silu(&self.norm1, x));
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             h += proj.forward(&temb.silu()).unsqueeze(-1).unsqueeze(-1);
         }
-        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
-        let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(x),
-            None => x.shallow_clone(),
-        };
-        let out = shortcut + h;
-        if self.output_scale_factor == 1.0 {
-            out
-        } else {
-            out / self.output_scale_factor
+        let mut h = self.conv2.forward(&norm_silu(&self.norm2, &h));
+        match &self.conv_shortcut {
+            Some(conv) => h += conv.forward(x),
+            None => h += x,
         }
+        if self.output_scale_factor != 1.0 {
+            h /= self.output_scale_factor;
+        }
+        h
     }
 }
 
@@ -124,4 +124,11 @@ impl Upsample2D {
         };
         self.conv.forward(&up)
     }
+}
+
+/// GroupNorm then SiLU, the SiLU in place on the norm's fresh output.
+pub fn norm_silu(norm: &GroupNorm, x: &Tensor) -> Tensor {
+    let mut h = norm.forward(x);
+    let _ = h.silu_();
+    h
 }

@@ -322,8 +322,8 @@ impl UNet2DConditionModel {
             };
             h = block.forward(&h, &mine, &emb, encoder_hidden_states, upsample_size);
         }
-        let h = self.conv_norm_out.forward(&h).silu();
-        self.conv_out.forward(&h)
+        self.conv_out
+            .forward(&super::resnet::norm_silu(&self.conv_norm_out, &h))
     }
 
     /// The config the model was built from.

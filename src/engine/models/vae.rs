@@ -5,7 +5,7 @@
 //! Scaling is the caller's: `encode` returns the distribution in the VAE's own latent space and
 //! `decode` takes latents in that space. Between them and the UNet's space sit
 //! [`VaeConfig::scale_latents`] and [`VaeConfig::unscale_latents`].
-use super::resnet::{Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
+use super::resnet::{norm_silu, Downsample2D, ResnetBlock2D, ResnetConfig, Upsample2D};
 pub use super::vae_config::VaeConfig;
 pub use super::vae_tiling::VaeTiling;
 use crate::engine::error::{EngineError, Result};
@@ -200,8 +200,7 @@ impl Encoder {
             h = block.forward(&h);
         }
         let h = self.mid_block.forward(&h);
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu())
+        self.conv_out.forward(&norm_silu(&self.conv_norm_out, &h))
     }
 }
 
@@ -250,8 +249,7 @@ impl Decoder {
         for block in &self.up_blocks {
             h = block.forward(&h);
         }
-        self.conv_out
-            .forward(&self.conv_norm_out.forward(&h).silu())
+        self.conv_out.forward(&norm_silu(&self.conv_norm_out, &h))
     }
 }
 
