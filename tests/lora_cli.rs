@@ -2,33 +2,12 @@
 //! `--vae`: the PNG holds diffusers' image (8-bit, within one level).
 mod common;
 
-use common::reference_path;
+use common::{cached_checkpoint, reference_path};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cached_checkpoint() -> PathBuf {
-    let cache = std::env::var_os("EASEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-                .join("easel")
-        })
-        .join("fixtures/checkpoint-v1");
-    if !cache.join("done").is_file() {
-        let status = Command::new(root().join("scripts/make-fixtures"))
-            .args(["--only", "checkpoint_files", "--cache-dir"])
-            .arg(&cache)
-            .status()
-            .expect("scripts/make-fixtures runs");
-        assert!(status.success());
-    }
-    cache
 }
 
 fn decoded_rgb(path: &Path) -> Vec<u8> {

@@ -5,7 +5,9 @@
 mod remote_support;
 
 use easel::recipe::{RecipeLora, RecipePatch};
-use easel::remote::protocol::{self, Line, Reply, Request, Session, Welcome, WirePicture};
+use easel::remote::protocol::{
+    self, HostFiles, Line, Reply, Request, Session, Welcome, WirePicture,
+};
 use easel::remote::{RemoteError, RemoteWorker};
 use easel::worker::{Job, Picture};
 use remote_support::*;
@@ -41,6 +43,13 @@ fn every_message_round_trips() {
             preview_every: 2,
             vae_tiling: true,
             low_memory: false,
+            host_files: HostFiles {
+                vae: Some("/data/vae".into()),
+                model_config: None,
+                embeddings: Some("embeddings".into()),
+                fast_decoder: Some("taesd".into()),
+                preview_decoder: Some("taesd".into()),
+            },
         },
     });
     round_trip_request(Request::Submit {

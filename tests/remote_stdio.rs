@@ -2,13 +2,14 @@
 //! render whose PNG has `easel generate`'s pixels and recipe, cancel within a step, and the end
 //! on EOF; then `RemoteWorker` and `easel generate --remote` through a stand-in for ssh that runs
 //! the remote command here.
+mod common;
 mod remote_support;
 
 use easel::remote::protocol::{self, Reply, Request};
 use easel::remote::RemoteWorker;
 use easel::worker::{Event, Job};
 use remote_support::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -381,23 +382,6 @@ fn generate_remote_saves_here_with_generates_pixels() {
         .unwrap();
     assert_eq!(second.seed, 8);
     assert!(Path::new(paths[1]).starts_with(&out));
-    // What needs files here is refused before connecting.
-    for flag in ["--embeddings", "--fast-decoder"] {
-        let refused = Command::new(easel_bin())
-            .args([
-                "generate", "x", flag, "/tmp", "--remote", "gpu-box", "--model",
-            ])
-            .arg(tiny_sd1())
-            .env("EASEL_SSH", "/nonexistent/ssh")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(!refused.status.success());
-        assert!(
-            stderr.contains(&format!("{flag} is not supported with --remote")),
-            "{stderr}"
-        );
-    }
 }
 
 /// `--vae-tiling` (and `--low-memory`) reach the host: a remote render decoded in tiles equals
@@ -548,4 +532,134 @@ fn generate_remote_sends_the_init_image_and_mask_with_the_job() {
         })
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `--model-config`, `--vae`, `--embeddings` and `--fast-decoder` name files on the host: each
+/// remote render equals the same flags here (and differs from a render without them), the
+/// recipe records the VAE, and a path the host lacks fails at connection with the flag named.
+#[test]
+fn generate_remote_reads_vae_config_embeddings_and_decoder_on_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let checkpoint = common::cached_checkpoint();
+    let run = |name: &str, prompt: &str, extra: &[&str], remote: bool| {
+        let out = root.path().join(format!("{name}.png"));
+        let mut cmd = Command::new(easel_bin());
+        cmd.args(["generate", prompt, "--seed", "3", "--steps", "2"])
+            .args(["--device", "cpu"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .env("EASEL_HOME", root.path().join("local-home"));
+        if remote {
+            cmd.args(["--remote", "gpu-box", "--remote-easel"])
+                .arg(easel_bin())
+                .env("EASEL_SSH", &ssh);
+        }
+        let done = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&done.stderr).to_string();
+        (done.status.success().then_some(out), stderr)
+    };
+    let pixels = |out: &Option<PathBuf>, stderr: &str| {
+        let out = out.as_ref().unwrap_or_else(|| panic!("{stderr}"));
+        rgb(&std::fs::read(out).unwrap()).2
+    };
+    let same_here_and_there = |name: &str, prompt: &str, extra: &[&str]| {
+        let (here, log) = run(&format!("{name}-here"), prompt, extra, false);
+        let (there, remote_log) = run(&format!("{name}-there"), prompt, extra, true);
+        assert_eq!(
+            pixels(&here, &log),
+            pixels(&there, &remote_log),
+            "{name}: the host renders as here"
+        );
+        (pixels(&here, &log), there.unwrap())
+    };
+    let single_file = checkpoint.join("sd1.safetensors");
+    let config = tiny_sd1();
+    let vae = checkpoint.join("vae2-ldm.safetensors");
+    let base = [
+        "--model",
+        single_file.to_str().unwrap(),
+        "--model-config",
+        config.to_str().unwrap(),
+    ];
+    let (plain, _) = same_here_and_there("checkpoint", "a red fox", &base);
+    let with_vae = [&base[..], &["--vae", vae.to_str().unwrap()]].concat();
+    let (swapped, png) = same_here_and_there("vae", "a red fox", &with_vae);
+    assert_ne!(plain, swapped, "the VAE changes the image");
+    let recipe = easel::output::png::read_recipe(&png).unwrap().unwrap();
+    assert_eq!(
+        recipe.vae.as_deref(),
+        vae.to_str(),
+        "the recipe names the VAE"
+    );
+
+    let tiny = tiny_sd1();
+    let model = ["--model", tiny.to_str().unwrap()];
+    let embeddings = common::reference_path("prompt-embeddings");
+    let with_embeddings = [&model[..], &["--embeddings", embeddings.to_str().unwrap()]].concat();
+    let (styled, _) = same_here_and_there("embeddings", "a red fox, my-style", &with_embeddings);
+    let (unstyled, _) = same_here_and_there("no-embeddings", "a red fox, my-style", &model);
+    assert_ne!(styled, unstyled, "the embedding changes the image");
+    let taesd = common::reference_path("taesd-x2");
+    let with_decoder = [&model[..], &["--fast-decoder", taesd.to_str().unwrap()]].concat();
+    let (fast, _) = same_here_and_there("fast", "a red fox", &with_decoder);
+    let (full, _) = same_here_and_there("full", "a red fox", &model);
+    assert_ne!(fast, full, "TAESD decodes differently from the VAE");
+
+    for flag in ["--vae", "--model-config", "--embeddings", "--fast-decoder"] {
+        let missing = root.path().join("not-on-the-host");
+        let extra = [&model[..], &[flag, missing.to_str().unwrap()]].concat();
+        let (out, stderr) = run("missing", "a red fox", &extra, true);
+        assert!(out.is_none(), "{flag}: a missing host path fails");
+        assert!(
+            stderr.contains(&format!("{flag} {}: there is no such", missing.display()))
+                && stderr.contains("on the host"),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+/// The studio's `--preview-decoder` with `--remote`: TAESD on the host draws the step previews,
+/// full size (the latent map would be a quarter of it on the tiny model).
+#[test]
+fn remote_previews_come_from_the_hosts_preview_decoder() {
+    let root = tempfile::tempdir().unwrap();
+    let ssh = fake_host(root.path());
+    let preview_sides = |decoder: Option<PathBuf>| {
+        let mut options = remote_options("gpu-box", &ssh, &root.path().join("out"), None);
+        options.host_files.preview_decoder = decoder.map(|d| d.display().to_string());
+        let worker = RemoteWorker::connect(&options).unwrap();
+        worker
+            .submit(Job {
+                id: 1,
+                patch: fox_patch(2),
+                count: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        let events = wait_for(&worker, |e| {
+            matches!(e, Event::Done { .. } | Event::Failed { .. })
+        });
+        assert!(
+            matches!(events.last(), Some(Event::Done { .. })),
+            "{events:?}"
+        );
+        assert!(worker.shutdown_within(Duration::from_secs(5)));
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Progress {
+                    preview: Some(p), ..
+                } => Some((p.width, p.height)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let latent = preview_sides(None);
+    let taesd = preview_sides(Some(common::reference_path("taesd-x2")));
+    assert_eq!(latent.len(), 2);
+    assert_eq!(taesd.len(), 2);
+    assert_eq!(taesd[0], (64, 64), "TAESD previews are the image's size");
+    assert!(latent[0].0 < 64, "the latent map is smaller: {latent:?}");
 }

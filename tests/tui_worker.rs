@@ -25,6 +25,8 @@ fn worker_with(out: &Path, preview_every: usize, preview_decoder: Option<PathBuf
         preview_decoder,
         memory: Default::default(),
         fast_decoder: None,
+        vae: None,
+        model_config: None,
     })
     .unwrap()
 }

@@ -42,6 +42,8 @@ pub struct RemoteOptions {
     pub preview_every: usize,
     /// How the host trades speed for memory (`--low-memory`, `--vae-tiling`).
     pub memory: crate::engine::pipeline::MemoryOptions,
+    /// The host's VAE, embeddings, decoders and config the flags name.
+    pub host_files: super::protocol::HostFiles,
     /// The ssh command line (None: $EASEL_SSH, else `ssh`).
     pub ssh: Option<String>,
 }
@@ -190,6 +192,7 @@ impl RemoteWorker {
                 preview_every: options.preview_every,
                 vae_tiling: options.memory.vae_tiling,
                 low_memory: options.memory.low_memory,
+                host_files: options.host_files.clone(),
             },
         };
         // A write that fails means ssh already ended: its exit status says why, below.

@@ -1,5 +1,6 @@
 //! `easel generate --remote HOST`: the plan's images rendered by a worker on the host, saved
 //! here with their recipes, with the progress `easel generate` shows for a local render.
+use super::protocol::HostFiles;
 use super::RemoteWorker;
 use crate::cli::generate::GenerateArgs;
 use crate::cli::interrupt::{self, CANCELLED_EXIT};
@@ -16,28 +17,19 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Refuses what names files here that the host would not see.
-fn check(args: &GenerateArgs) -> Result<()> {
-    for (given, flag) in [
-        (args.vae.is_some(), "--vae"),
-        (args.model_config.is_some(), "--model-config"),
-        (args.embeddings.is_some(), "--embeddings"),
-        // A folder here, which the host cannot read.
-        (args.memory.fast_decoder.is_some(), "--fast-decoder"),
-    ] {
-        if given {
-            bail!(
-                "{flag} is not supported with --remote yet: run easel generate on the host \
-                 itself for it (the host's embeddings/ folder is used by name; images above \
-                 1024x1024 are decoded in tiles there anyway)"
-            );
-        }
+/// The flags that name files on the host, as given (the host resolves and checks them).
+fn host_files(args: &GenerateArgs) -> HostFiles {
+    let given = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    HostFiles {
+        vae: given(&args.vae),
+        model_config: given(&args.model_config),
+        embeddings: given(&args.embeddings),
+        fast_decoder: given(&args.memory.fast_decoder),
+        preview_decoder: None,
     }
-    Ok(())
 }
 
 pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
-    check(args)?;
     let target = OutputTarget::from_arg(args.out.as_deref())?;
     let history = Paths::discover().ok().map(|p| p.history());
     let cancel = interrupt::install().map_err(anyhow::Error::msg)?;
@@ -47,6 +39,7 @@ pub fn run(args: &GenerateArgs, plan: &Plan) -> Result<ExitCode> {
     options.device = Some(args.device.to_string());
     options.dtype = Some(args.dtype.to_string());
     options.memory = args.memory.requested();
+    options.host_files = host_files(args);
     eprintln!("connecting to {}", options.host);
     let worker = RemoteWorker::connect(&options)?;
     eprintln!("{}", worker.summary());

@@ -15,8 +15,10 @@ pub use client::{RemoteOptions, RemoteWorker};
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RemoteArgs {
     /// Render on this host over ssh ([USER@]HOST, as `ssh` takes it, with your ssh config, keys
-    /// and agent); PNGs are saved here. Model, LoRA and init image paths are the host's.
-    /// EASEL_SSH replaces the ssh command (for example "ssh -F my_config").
+    /// and agent); PNGs are saved here. Model, LoRA, --vae, --model-config, --embeddings and
+    /// decoder paths are the host's (relative ones from the login folder there); init images
+    /// and masks are sent from here. EASEL_SSH replaces the ssh command (for example
+    /// "ssh -F my_config").
     #[arg(long, value_name = "[USER@]HOST")]
     pub remote: Option<String>,
 
@@ -51,6 +53,7 @@ impl RemoteArgs {
             dtype: None,
             preview_every: 0,
             memory: Default::default(),
+            host_files: Default::default(),
             ssh: None,
         })
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 
 /// Bumped whenever a message changes in a way an older peer would misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Previews travel at most this many pixels on their long side (they are glances, not images).
 pub const PREVIEW_MAX_SIDE: u32 = 128;
 /// A finished PNG larger than this stays on the host (a 2048x2048 render is about 12 MB).
@@ -87,6 +87,21 @@ pub struct Session {
     pub vae_tiling: bool,
     /// `--low-memory`.
     pub low_memory: bool,
+    /// Files the client's flags name on the host.
+    pub host_files: HostFiles,
+}
+
+/// What `--vae`, `--model-config`, `--embeddings`, `--fast-decoder` and `--preview-decoder`
+/// name with `--remote`: paths on the host, as its shell would take them from the login folder
+/// (weights stay where they are; only init images and masks travel with a job).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HostFiles {
+    pub vae: Option<String>,
+    pub model_config: Option<String>,
+    pub embeddings: Option<String>,
+    pub fast_decoder: Option<String>,
+    pub preview_decoder: Option<String>,
 }
 
 /// The worker's answer to a hello.

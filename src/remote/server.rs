@@ -2,7 +2,9 @@
 //! --stdio` runs). Requests come in on stdin, the worker's events go out on stdout as they
 //! happen; stdin closing means the connection is gone, so the running job is cancelled and the
 //! process ends.
-use super::protocol::{self, Line, Reply, Request, Session, Uploads, Welcome, PROTOCOL_VERSION};
+use super::protocol::{
+    self, HostFiles, Line, Reply, Request, Session, Uploads, Welcome, PROTOCOL_VERSION,
+};
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;
 use crate::worker::{Event, InitSources, Job, Worker, WorkerConfig};
@@ -183,6 +185,7 @@ impl State {
         let device: DeviceChoice = parse(&session.device).parse().map_err(|e| format!("{e}"))?;
         let dtype: DtypeChoice = parse(&session.dtype).parse().map_err(|e| format!("{e}"))?;
         device.resolve().map_err(|e| e.to_string())?;
+        let host_files = HostPaths::check(&session.host_files)?;
         let paths = Paths::discover().ok();
         let out_dir = if session.keep {
             self.keep_dir.clone()
@@ -201,22 +204,27 @@ impl State {
             out_dir,
             // Files that do not stay on the host do not belong in its history.
             history: paths.as_ref().filter(|_| session.keep).map(Paths::history),
-            embeddings: paths
-                .as_ref()
-                .map(Paths::embeddings)
-                .filter(|p| p.is_dir())
-                .into_iter()
-                .collect(),
+            embeddings: match host_files.embeddings {
+                Some(dir) => vec![dir],
+                None => paths
+                    .as_ref()
+                    .map(Paths::embeddings)
+                    .filter(|p| p.is_dir())
+                    .into_iter()
+                    .collect(),
+            },
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
-            preview_decoder: None,
+            preview_decoder: host_files.preview_decoder,
             // The worker adds offload when its device is a GPU.
             memory: crate::engine::pipeline::MemoryOptions {
                 vae_tiling: session.vae_tiling,
                 low_memory: session.low_memory,
                 offload: false,
             },
-            fast_decoder: None,
+            fast_decoder: host_files.fast_decoder,
+            vae: host_files.vae,
+            model_config: host_files.model_config,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     }
@@ -470,4 +478,46 @@ pub fn list_models(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The session's host files, each checked to exist before any job is taken: a typo fails the
+/// hello, not the first render minutes later.
+struct HostPaths {
+    vae: Option<PathBuf>,
+    model_config: Option<PathBuf>,
+    embeddings: Option<PathBuf>,
+    fast_decoder: Option<PathBuf>,
+    preview_decoder: Option<PathBuf>,
+}
+
+impl HostPaths {
+    fn check(files: &HostFiles) -> Result<Self, String> {
+        let existing = |value: &Option<String>, flag: &str, folder: bool| {
+            let Some(value) = value else {
+                return Ok(None);
+            };
+            let path = PathBuf::from(value);
+            let fits = if folder { path.is_dir() } else { path.exists() };
+            if fits {
+                Ok(Some(path))
+            } else {
+                let what = if folder {
+                    "a folder"
+                } else {
+                    "a file or folder"
+                };
+                Err(format!(
+                    "{flag} {value}: there is no such {what} on the host (with --remote, {flag} \
+                     names a path there, relative to the login folder)"
+                ))
+            }
+        };
+        Ok(Self {
+            vae: existing(&files.vae, "--vae", false)?,
+            model_config: existing(&files.model_config, "--model-config", false)?,
+            embeddings: existing(&files.embeddings, "--embeddings", true)?,
+            fast_decoder: existing(&files.fast_decoder, "--fast-decoder", true)?,
+            preview_decoder: existing(&files.preview_decoder, "--preview-decoder", true)?,
+        })
+    }
 }

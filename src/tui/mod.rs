@@ -52,9 +52,9 @@ pub struct TuiOptions {
     pub dtype: DtypeChoice,
     /// Render on another host over ssh (when `remote.remote` is set).
     pub remote: crate::remote::RemoteArgs,
-    /// TAESD for the step previews (a local worker only).
+    /// TAESD for the step previews (a folder on the host with --remote).
     pub preview_decoder: Option<PathBuf>,
-    /// `--low-memory`, `--vae-tiling` (sent to a remote worker too), `--fast-decoder` (local).
+    /// `--low-memory`, `--vae-tiling`, `--fast-decoder` (sent to a remote worker too).
     pub memory: crate::cli::memory_flags::MemoryArgs,
 }
 
@@ -167,28 +167,21 @@ pub fn run(options: TuiOptions) -> Result<(), String> {
             preview_decoder: options.preview_decoder.clone(),
             memory: options.memory.requested(),
             fast_decoder: options.memory.fast_decoder.clone(),
+            vae: None,
+            model_config: None,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     };
     let history = studio.paths.as_ref().map(Paths::history);
-    let (worker, connected): (Box<dyn WorkerHandle>, _) = match options
-        .remote
-        .options(&options.out_dir, history)
-    {
-        Some(_) if options.preview_decoder.is_some() || options.memory.fast_decoder.is_some() => {
-            return Err(
-                "--preview-decoder and --fast-decoder name folders here, which a remote worker \
-                     cannot read: leave them out with --remote"
-                    .into(),
-            )
-        }
-        Some(remote) => {
-            let remote = connect_remote(remote, &options)?;
-            let summary = remote.summary();
-            (Box::new(remote), Some(summary))
-        }
-        None => (Box::new(local()?), None),
-    };
+    let (worker, connected): (Box<dyn WorkerHandle>, _) =
+        match options.remote.options(&options.out_dir, history) {
+            Some(remote) => {
+                let remote = connect_remote(remote, &options)?;
+                let summary = remote.summary();
+                (Box::new(remote), Some(summary))
+            }
+            None => (Box::new(local()?), None),
+        };
     if let Some(summary) = connected {
         studio.app.info(summary);
     }
@@ -350,6 +343,13 @@ fn connect_remote(
     remote.dtype = Some(options.dtype.to_string());
     remote.preview_every = 1;
     remote.memory = options.memory.requested();
+    // Folders on the host, as `easel generate --remote` takes its file flags.
+    let given = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    remote.host_files = crate::remote::protocol::HostFiles {
+        fast_decoder: given(&options.memory.fast_decoder),
+        preview_decoder: given(&options.preview_decoder),
+        ..Default::default()
+    };
     eprintln!("connecting to {}", remote.host);
     crate::remote::RemoteWorker::connect(&remote).map_err(|e| e.to_string())
 }

@@ -142,6 +142,7 @@ fn render_job(
         let mut recipe = render::resolve_patch(&patch, &sd.defaults(), &device, dtype)
             .map_err(|e| e.to_string())?;
         recipe.loras = job.loras.clone();
+        recipe.vae = config.vae.as_ref().map(|p| p.display().to_string());
         if let Some(p) = placement {
             recipe.prompt_template.clone_from(&p.prompt_template);
         }
@@ -252,8 +253,8 @@ fn ensure_loaded<'a>(
         let memory = config.memory.on(device);
         let options = LoadOptions {
             loras: loras.clone(),
-            vae: None,
-            config: None,
+            vae: config.vae.clone(),
+            config: config.model_config.clone(),
             memory,
         };
         let path = crate::models::resolve(model).map_err(|e| e.to_string())?;

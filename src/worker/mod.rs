@@ -135,6 +135,10 @@ pub struct WorkerConfig {
     pub memory: crate::engine::pipeline::MemoryOptions,
     /// `--fast-decoder`: TAESD decoding the images instead of the VAE.
     pub fast_decoder: Option<PathBuf>,
+    /// `--vae`: a VAE replacing every model's own.
+    pub vae: Option<PathBuf>,
+    /// `--model-config`: the config for single-file checkpoints.
+    pub model_config: Option<PathBuf>,
 }
 
 /// What a face needs from a worker, so the studio takes the local one or a remote one

@@ -58,6 +58,23 @@ pub fn families_version() -> String {
         .expect("families.py sets VERSION")
 }
 
+/// The single-file checkpoints scripts/make-fixtures writes into the per-user cache (made on
+/// first use): sd1.safetensors (tiny-sd1 as one file), vae2-ldm.safetensors and more.
+pub fn cached_checkpoint() -> PathBuf {
+    let cache = cache_dir().join("fixtures/checkpoint-v1");
+    if !cache.join("done").is_file() {
+        let status = std::process::Command::new(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"),
+        )
+        .args(["--only", "checkpoint_files", "--cache-dir"])
+        .arg(&cache)
+        .status()
+        .expect("scripts/make-fixtures runs");
+        assert!(status.success());
+    }
+    cache
+}
+
 /// A generated model that is too big to commit, made on first use into the per-user cache by
 /// scripts/make-fixtures from fixed seeds (scripts/test makes them before cargo test):
 /// "sd15-shapes", "sdxl-shapes", or one of the tiny family models "tiny-sd2", "tiny-sdxl",

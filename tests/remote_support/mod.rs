@@ -218,6 +218,7 @@ pub fn remote_options(
         dtype: None,
         preview_every: 1,
         memory: Default::default(),
+        host_files: Default::default(),
         ssh: Some(ssh.into()),
     }
 }

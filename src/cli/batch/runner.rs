@@ -78,6 +78,8 @@ pub fn render(
             preview_decoder: None,
             memory: config.memory.requested(),
             fast_decoder: config.memory.fast_decoder.clone(),
+            vae: None,
+            model_config: None,
         })
         .context("cannot start a render worker")?;
         slots.push(Slot {
