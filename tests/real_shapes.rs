@@ -1,8 +1,12 @@
 //! A random-weight pipeline with the real SD 1.5 shapes loads with no missing, unexpected or
-//! misshapen tensor. scripts/test makes it (once) in the per-user cache; it is not committed.
+//! misshapen tensor, and its UNet equals diffusers' at 256x256, where the deep convolutions
+//! take easel's GEMM path. scripts/test makes the model (once) in the per-user cache; the
+//! reference is made on first use beside it. Neither is committed.
 mod common;
 
 use easel::engine::pipeline::StableDiffusion;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use tch::{Device, Kind};
 
 #[test]
@@ -17,5 +21,49 @@ fn sd15_shaped_weights_load_by_name() {
     assert_eq!(
         (model.defaults().width, model.defaults().height),
         (512, 512)
+    );
+}
+
+/// diffusers' output for the real-shaped UNet (scripts/fixtures/real_shapes.py), made on
+/// first use next to the model.
+fn unet_reference(model: &Path) -> PathBuf {
+    let path = PathBuf::from(format!("{}-unet-256.safetensors", model.display()));
+    if !path.is_file() {
+        let status =
+            Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"))
+                .args(["--only", "real_shapes_ref", "--real-shapes-dir"])
+                .arg(model)
+                .status()
+                .expect("scripts/make-fixtures runs");
+        assert!(
+            status.success(),
+            "making the real-shapes UNet reference failed"
+        );
+    }
+    path
+}
+
+#[test]
+fn sd15_shaped_unet_matches_diffusers_where_convs_run_as_gemm() {
+    let _guard = tch::no_grad_guard();
+    let model = common::cached_fixture("sd15-shapes");
+    let reference = common::Reference::at(unet_reference(&model));
+    let get = |name: &str| reference.get(name);
+    let unet = common::load_unet(&model.join("unet"), Device::Cpu, Kind::Float);
+    let out = unet.forward_with(
+        &get("case0.sample"),
+        get("case0.timestep").double_value(&[0]),
+        &get("case0.encoder_hidden_states"),
+        &Default::default(),
+    );
+    let expected = get("case0.out");
+    // Random full-size weights give outputs in the tens: the bound is relative to them.
+    let scale = expected.abs().max().double_value(&[]);
+    let diff = common::max_abs_diff(&out, &expected);
+    eprintln!("max abs diff {diff:e} against values up to {scale}");
+    assert!(scale > 0.0, "the reference is all zeros");
+    assert!(
+        diff <= scale * 1e-4,
+        "max abs diff {diff:e} against values up to {scale}"
     );
 }

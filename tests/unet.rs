@@ -1,24 +1,15 @@
 //! The UNet against diffusers' UNet2DConditionModel on the references scripts/fixtures/unet_ref.py made.
 mod common;
 
-use common::{assert_close, max_abs_diff, reference_path, tiny_sd1, Reference};
+use common::{assert_close, load_unet as load, max_abs_diff, reference_path, tiny_sd1, Reference};
 use easel::engine::models::unet::{UNet2DConditionModel, UNetConditioning};
 use easel::engine::models::unet_config::UNetConfig;
-use easel::engine::weights::{component_files, Weights};
+use easel::engine::weights::Weights;
 use easel::engine::EngineError;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 const FP32_TOL: f64 = 1e-4;
-
-fn load(dir: &Path, device: Device, kind: Kind) -> UNet2DConditionModel {
-    let config = UNetConfig::from_file(&dir.join("config.json")).expect("config reads");
-    let files = component_files(dir, "diffusion_pytorch_model", None).expect("weights found");
-    let weights = Weights::open(&files, device, kind).expect("weights open");
-    let unet = UNet2DConditionModel::new(&weights.root(), &config).expect("unet builds");
-    weights.finish().expect("every tensor used and present");
-    unet
-}
 
 fn sd2ish_dir() -> PathBuf {
     reference_path("unet-sd2ish")

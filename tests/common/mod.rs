@@ -201,7 +201,11 @@ pub struct Reference(Weights);
 
 impl Reference {
     pub fn open(name: &str) -> Self {
-        let path = reference_path(name);
+        Self::at(reference_path(name))
+    }
+
+    /// A reference file outside the references folder.
+    pub fn at(path: PathBuf) -> Self {
         assert!(
             path.is_file(),
             "{} is missing: run scripts/make-fixtures",
@@ -267,4 +271,20 @@ pub fn edit_safetensors(path: &std::path::Path, edit: impl FnOnce(&mut Vec<(Stri
     let mut tensors = Tensor::read_safetensors(path).expect("readable safetensors");
     edit(&mut tensors);
     Tensor::write_safetensors(&tensors, path).expect("writable safetensors");
+}
+
+/// A UNet folder (config.json and weights) loaded alone, every tensor used.
+pub fn load_unet(
+    dir: &std::path::Path,
+    device: Device,
+    kind: Kind,
+) -> easel::engine::models::unet::UNet2DConditionModel {
+    use easel::engine::models::{unet::UNet2DConditionModel, unet_config::UNetConfig};
+    let config = UNetConfig::from_file(&dir.join("config.json")).expect("config reads");
+    let files = easel::engine::weights::component_files(dir, "diffusion_pytorch_model", None)
+        .expect("weights found");
+    let weights = Weights::open(&files, device, kind).expect("weights open");
+    let unet = UNet2DConditionModel::new(&weights.root(), &config).expect("unet builds");
+    weights.finish().expect("every tensor used and present");
+    unet
 }
