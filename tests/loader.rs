@@ -157,3 +157,39 @@ fn a_half_precision_vae_that_overflows_decodes_again_in_fp32() {
         "fp16 render with fp32 decode is close to the fp32 render: {diff}"
     );
 }
+
+/// A loaded tensor's mapped pages are dropped once it is copied out (to keep a load's peak RSS
+/// at the weights alone): reading the same tensors again, converted or as stored, gives the same
+/// values from the file.
+#[test]
+fn tensors_read_again_after_their_pages_are_released() {
+    let dir = scratch();
+    let path = dir.path().join("weights.safetensors");
+    // Several pages each, at offsets that are not page-aligned.
+    let big = Tensor::randn([3, 700, 500], (Kind::Half, Device::Cpu));
+    let small = Tensor::randn([7], (Kind::Half, Device::Cpu));
+    let wide = Tensor::randn([1000, 1001], (Kind::Float, Device::Cpu));
+    Tensor::write_safetensors(&[("a", &small), ("b", &big), ("c", &wide)], &path).unwrap();
+    for kind in [Kind::Float, Kind::Half] {
+        let weights =
+            easel::engine::weights::Weights::open(std::slice::from_ref(&path), Device::Cpu, kind)
+                .unwrap();
+        let root = weights.root();
+        for _ in 0..2 {
+            for (name, original, shape) in [
+                ("a", &small, vec![7]),
+                ("b", &big, vec![3, 700, 500]),
+                ("c", &wide, vec![1000, 1001]),
+            ] {
+                let read = root.get(&shape, name);
+                assert_eq!(read.kind(), kind);
+                assert!(
+                    read.to_kind(Kind::Float)
+                        .equal(&original.to_kind(kind).to_kind(Kind::Float)),
+                    "{name} as {kind:?}"
+                );
+            }
+        }
+        weights.finish().unwrap();
+    }
+}

@@ -13,6 +13,7 @@ import time
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 NEGATIVE = "blurry"
 PHASES = ["load_s", "encode_s", "step_s", "decode_s", "peak_rss_mb"]
+DECODE_PHASES = ["load_s", "decode_s", "peak_rss_mb"]
 
 
 def diffusers_once(args):
@@ -50,6 +51,26 @@ def diffusers_once(args):
     print(json.dumps(dict(load_s=load, encode_s=encode, step_s=step, decode_s=decode, peak_rss_mb=rss)))
 
 
+def diffusers_decode_once(args):
+    """Runs in a child: diffusers' VAE alone, `enable_tiling()`, decoding random latents."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    t = time.perf_counter()
+    vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae", torch_dtype=dtype)
+    vae.enable_tiling()
+    load = time.perf_counter() - t
+    side = args.decode_size // 8
+    latents = torch.randn(1, 4, side, side, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with torch.no_grad():
+        t = time.perf_counter()
+        image = vae.decode(latents).sample
+        decode = time.perf_counter() - t
+    assert image.shape == (1, 3, args.decode_size, args.decode_size), image.shape
+    print(json.dumps(dict(load_s=load, decode_s=decode)))
+
+
 def run_child(cmd):
     """Runs a command; returns its stdout and its own peak RSS in MB (wait4, per child)."""
     with tempfile.TemporaryFile() as out:
@@ -80,6 +101,19 @@ def easel_round(args, out_dir):
                 peak_rss_mb=rss)
 
 
+def decode_round(args, name):
+    """One decode-only run of either side; peak RSS from wait4 for both."""
+    if name == "diffusers":
+        cmd = [sys.executable, __file__, "--diffusers-decode-once", "--model", args.model, "--decode-size",
+               str(args.decode_size), "--dtype", args.dtype]
+    else:
+        cmd = [args.decoder, args.model, str(args.decode_size), args.dtype]
+    text, rss = run_child(cmd)
+    result = json.loads(text.strip().splitlines()[-1])
+    result["peak_rss_mb"] = rss
+    return result
+
+
 def machine():
     cpu = "unknown"
     try:
@@ -102,26 +136,41 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--decode-size", type=int,
+                    help="instead of a render: the VAE alone decoding random latents to this size, tiled "
+                         "(diffusers' enable_tiling(); easel's examples/decode)")
+    ap.add_argument("--decoder", help="easel's examples/decode binary (with --decode-size)")
     ap.add_argument("--diffusers-once", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--diffusers-decode-once", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.diffusers_once:
         return diffusers_once(args)
+    if args.diffusers_decode_once:
+        return diffusers_decode_once(args)
+    phases = DECODE_PHASES if args.decode_size else PHASES
     runs = {"diffusers": [], "easel": []}
     with tempfile.TemporaryDirectory() as out_dir:
         for r in range(args.rounds):
             for name in ("diffusers", "easel"):
                 print(f"round {r + 1}/{args.rounds}: {name}", file=sys.stderr, flush=True)
-                runs[name].append(diffusers_round(args) if name == "diffusers" else easel_round(args, out_dir))
+                if args.decode_size:
+                    runs[name].append(decode_round(args, name))
+                else:
+                    runs[name].append(diffusers_round(args) if name == "diffusers" else easel_round(args, out_dir))
     # The median of the rounds (the best would flatter whichever ran on a quiet moment).
-    summary = {name: {p: statistics.median(r[p] for r in rs) for p in PHASES} for name, rs in runs.items()}
-    ratios = {p: summary["easel"][p] / summary["diffusers"][p] for p in PHASES}
-    print(f"SD 1.5 shapes, {args.size}x{args.size}, {args.steps} Euler steps with CFG, {args.dtype}, "
-          f"{args.rounds} rounds (median)")
+    summary = {name: {p: statistics.median(r[p] for r in rs) for p in phases} for name, rs in runs.items()}
+    ratios = {p: summary["easel"][p] / summary["diffusers"][p] for p in phases}
+    if args.decode_size:
+        print(f"SD 1.5 shapes, VAE decode only to {args.decode_size}x{args.decode_size}, tiled above 512, "
+              f"{args.dtype}, {args.rounds} rounds (median)")
+    else:
+        print(f"SD 1.5 shapes, {args.size}x{args.size}, {args.steps} Euler steps with CFG, {args.dtype}, "
+              f"{args.rounds} rounds (median)")
     print(f"{'phase':<14}{'diffusers':>12}{'easel':>12}{'easel/diffusers':>18}")
-    for p in PHASES:
+    for p in phases:
         print(f"{p:<14}{summary['diffusers'][p]:>12.3f}{summary['easel'][p]:>12.3f}{ratios[p]:>18.2f}")
     result = dict(size=args.size, steps=args.steps, dtype=args.dtype, rounds=args.rounds, machine=machine(),
-                  runs=runs, median=summary, ratio=ratios)
+                  runs=runs, median=summary, ratio=ratios, decode_size=args.decode_size)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -4,7 +4,7 @@
 //! missing tensors and shape mismatches are collected, and [`Weights::finish`] reports them
 //! together with the tensors the model never asked for, in one error.
 use super::error::{EngineError, Result};
-use memmap2::Mmap;
+use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::tensor::{Dtype, TensorInfo};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -402,6 +402,31 @@ impl Weights {
         })
     }
 
+    /// Drops the mapped pages of a tensor that has been copied out, so that a load does not hold
+    /// the file's pages (counted in the process's RSS) beside the tensors made from them: the
+    /// peak of a load is then about the loaded weights, not the weights plus the files. Only the
+    /// pages wholly inside the tensor's bytes go; a later read of the same tensor faults them
+    /// back in from the page cache.
+    fn release(&self, name: &str) {
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        let file = &self.files[entry.file];
+        let (start, end) = entry.info.data_offsets;
+        let page = page_size();
+        let base = file.mmap.as_ptr() as usize;
+        let first = (base + file.data_start + start).next_multiple_of(page) - base;
+        let last = (base + file.data_start + end) / page * page - base;
+        if last > first {
+            // SAFETY: the map is a read-only, private mapping of a file; MADV_DONTNEED only
+            // drops clean pages, which read back unchanged from the file.
+            let _ = unsafe {
+                file.mmap
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, first, last - first)
+            };
+        }
+    }
+
     /// Reads one tensor as stored, on the CPU.
     pub fn read_raw(&self, name: &str) -> Result<Tensor> {
         let stored = self.stored(name)?;
@@ -479,9 +504,12 @@ impl Weights {
         }
         if let Some(t) = self.converted(name, kind) {
             self.handed_out.borrow_mut().push(t.shallow_clone());
+            self.release(name);
             return t;
         }
-        match self.read_raw(name) {
+        let taken = self.read_raw(name);
+        self.release(name);
+        match taken {
             // Every weight a model takes without naming a kind is a float; libtorch would fail
             // deep inside the first layer that uses another kind.
             Ok(t) if kind.is_none() && !t.is_floating_point() => {
@@ -670,4 +698,13 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
     let dir = index.parent().unwrap_or(Path::new("."));
     let names: BTreeSet<&str> = map.values().filter_map(|v| v.as_str()).collect();
     Ok(names.into_iter().map(|n| dir.join(n)).collect())
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }

@@ -1,5 +1,6 @@
 //! What a remote client may name on the host. The client is a person with an ssh login there,
-//! so reading models and LoRAs by name or by path is the point of a remote worker; but a job
+//! so reading models, LoRAs, VAEs, embeddings, decoders and model configs by name or by path is
+//! the point of a remote worker (the session's host files are checked in server.rs); but a job
 //! never chooses where files are written (the worker names its PNGs in its own folder) and
 //! never makes the worker read files that are not weights: init images and masks come with the
 //! job (their pixels would come back in the render, so they are never read from the host's
