@@ -19,7 +19,7 @@ pub struct MemoryArgs {
     pub low_memory: bool,
 
     /// Decode with TAESD (a diffusers AutoencoderTiny folder, e.g. madebyollin/taesd) instead
-    /// of the VAE: much faster, slightly less detailed.
+    /// of the VAE: much faster, slightly less detailed. With --remote, a folder on the host.
     #[arg(long, value_name = "PATH")]
     pub fast_decoder: Option<PathBuf>,
 }

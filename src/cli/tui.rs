@@ -38,7 +38,8 @@ pub struct TuiArgs {
 
     /// Draw the step previews with TAESD (a diffusers AutoencoderTiny folder: madebyollin/taesd
     /// for SD 1.x/2.x, taesdxl for SDXL): full size and close to the final image, for a few
-    /// milliseconds a step. Without it, previews are a cheap latent-to-colour map.
+    /// milliseconds a step. Without it, previews are a cheap latent-to-colour map. With
+    /// --remote, a folder on the host.
     #[arg(long, value_name = "DIR")]
     pub preview_decoder: Option<PathBuf>,
 
