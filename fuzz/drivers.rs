@@ -179,6 +179,10 @@ fn read_all(weights: &Weights, errors: &mut Vec<String>) {
         if let Err(e) = weights.read_raw(name) {
             errors.push(e.to_string());
         }
+        // As a model takes it: converted, then its mapped pages released.
+        if let Some(shape) = weights.shape_of(name) {
+            let _ = weights.root().get(&shape, name);
+        }
     }
 }
 
