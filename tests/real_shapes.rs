@@ -1,7 +1,7 @@
 //! A random-weight pipeline with the real SD 1.5 shapes loads with no missing, unexpected or
 //! misshapen tensor, and its UNet equals diffusers' at 256x256, where the deep convolutions
 //! take easel's GEMM path. scripts/test makes the model (once) in the per-user cache; the
-//! reference is made on first use beside it. Neither is committed.
+//! reference is made on first use inside its folder. Neither is committed.
 mod common;
 
 use easel::engine::pipeline::StableDiffusion;
@@ -25,9 +25,9 @@ fn sd15_shaped_weights_load_by_name() {
 }
 
 /// diffusers' output for the real-shaped UNet (scripts/fixtures/real_shapes.py), made on
-/// first use next to the model.
+/// first use inside the model's folder.
 fn unet_reference(model: &Path) -> PathBuf {
-    let path = PathBuf::from(format!("{}-unet-256.safetensors", model.display()));
+    let path = model.join("easel-unet-256-reference.safetensors");
     if !path.is_file() {
         let status =
             Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"))
