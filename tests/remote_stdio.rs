@@ -601,6 +601,21 @@ fn generate_remote_reads_vae_config_embeddings_and_decoder_on_the_host() {
     let (styled, _) = same_here_and_there("embeddings", "a red fox, my-style", &with_embeddings);
     let (unstyled, _) = same_here_and_there("no-embeddings", "a red fox, my-style", &model);
     assert_ne!(styled, unstyled, "the embedding changes the image");
+    // A relative path is the host's, from the login folder (host-home), not this cwd.
+    let on_host = root.path().join("host-home/styles");
+    std::fs::create_dir_all(&on_host).unwrap();
+    for entry in std::fs::read_dir(&embeddings).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), on_host.join(entry.file_name())).unwrap();
+    }
+    assert!(!Path::new("styles").exists());
+    let relative = [&model[..], &["--embeddings", "styles"]].concat();
+    let (there, log) = run("relative", "a red fox, my-style", &relative, true);
+    assert_eq!(
+        pixels(&there, &log),
+        styled,
+        "--embeddings styles is the host's folder"
+    );
     let taesd = common::reference_path("taesd-x2");
     let with_decoder = [&model[..], &["--fast-decoder", taesd.to_str().unwrap()]].concat();
     let (fast, _) = same_here_and_there("fast", "a red fox", &with_decoder);
