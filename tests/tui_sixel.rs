@@ -99,7 +99,17 @@ impl Xterm {
             );
             return None;
         }
-        let display = format!(":{}", 100 + display_offset + std::process::id() % 400);
+        // A killed Xvfb leaves its lock file behind, and a new one refuses that display: skip
+        // every display that has one.
+        let first = 100 + display_offset + std::process::id() % 400;
+        let number = (first..first + 1000)
+            .step_by(2)
+            .find(|n| {
+                !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                    && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+            })
+            .expect("a free X display number");
+        let display = format!(":{number}");
         let xvfb = Kill(
             Command::new("Xvfb")
                 .args([
