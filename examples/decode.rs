@@ -1,8 +1,8 @@
 //! `scripts/bench --decode-size N`'s easel side: a model's VAE alone decoding random latents to
 //! N x N, in diffusers' tiles wherever the image is larger than one (as `enable_tiling()`), and
 //! printing `{"load_s": .., "decode_s": ..}`. Usage: decode MODEL_DIR SIZE fp32|bf16
+use easel::engine::loader::ModelSource;
 use easel::engine::models::vae::{AutoencoderKl, VaeConfig};
-use easel::engine::weights::{component_files, Weights};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -20,10 +20,9 @@ fn main() -> anyhow::Result<()> {
     };
     let _no_grad = tch::no_grad_guard();
     let start = Instant::now();
-    let dir = Path::new(model).join("vae");
-    let config = VaeConfig::from_file(&dir.join("config.json"))?;
-    let files = component_files(&dir, "diffusion_pytorch_model", None)?;
-    let weights = Weights::open(&files, Device::Cpu, kind)?;
+    let source = ModelSource::open(Path::new(model), None)?;
+    let config: VaeConfig = source.config("vae", "config.json", VaeConfig::validate)?;
+    let weights = source.weights("vae", "diffusion_pytorch_model", Device::Cpu, kind)?;
     let vae = AutoencoderKl::new(&weights.root(), &config)?;
     weights.finish()?;
     let load_s = start.elapsed().as_secs_f64();

@@ -56,7 +56,7 @@ impl Conv2d {
     }
 
     /// libtorch's own convolution (oneDNN on a CPU, cuDNN on CUDA).
-    pub fn forward_direct(&self, x: &Tensor) -> Tensor {
+    fn forward_direct(&self, x: &Tensor) -> Tensor {
         x.conv2d(
             &self.weight,
             self.bias.as_ref(),
@@ -68,7 +68,7 @@ impl Conv2d {
     }
 
     /// The same sums as one im2col and one matrix product over the whole batch.
-    pub fn forward_as_gemm(&self, x: &Tensor) -> Tensor {
+    fn forward_as_gemm(&self, x: &Tensor) -> Tensor {
         let (batch, _, height, width) = x.size4().expect("a conv2d input is NCHW");
         let size = self.weight.size();
         let (out_ch, kernel) = (size[0], size[2]);
@@ -119,8 +119,8 @@ impl Conv2d {
 }
 
 /// Where im2col + GEMM beats oneDNN (measured on 2 cores, fp32 and bf16; see gemm_is_faster).
-pub const GEMM_MIN_IN_CHANNELS: i64 = 1280;
-pub const GEMM_MAX_OUT_PIXELS: i64 = 512;
+const GEMM_MIN_IN_CHANNELS: i64 = 1280;
+const GEMM_MAX_OUT_PIXELS: i64 = 512;
 
 #[derive(Debug)]
 pub struct GroupNorm {

@@ -2,9 +2,7 @@
 //! --stdio` runs). Requests come in on stdin, the worker's events go out on stdout as they
 //! happen; stdin closing means the connection is gone, so the running job is cancelled and the
 //! process ends.
-use super::protocol::{
-    self, HostFiles, Line, Reply, Request, Session, Uploads, Welcome, PROTOCOL_VERSION,
-};
+use super::protocol::{self, Line, Reply, Request, Session, Uploads, Welcome, PROTOCOL_VERSION};
 use crate::engine::device::{DeviceChoice, DtypeChoice};
 use crate::paths::Paths;
 use crate::worker::{Event, InitSources, Job, Worker, WorkerConfig};
@@ -185,7 +183,12 @@ impl State {
         let device: DeviceChoice = parse(&session.device).parse().map_err(|e| format!("{e}"))?;
         let dtype: DtypeChoice = parse(&session.dtype).parse().map_err(|e| format!("{e}"))?;
         device.resolve().map_err(|e| e.to_string())?;
-        let host_files = HostPaths::check(&session.host_files)?;
+        let files = &session.host_files;
+        let vae = host_path(&files.vae, "--vae", false)?;
+        let model_config = host_path(&files.model_config, "--model-config", false)?;
+        let embeddings = host_path(&files.embeddings, "--embeddings", true)?;
+        let fast_decoder = host_path(&files.fast_decoder, "--fast-decoder", true)?;
+        let preview_decoder = host_path(&files.preview_decoder, "--preview-decoder", true)?;
         let paths = Paths::discover().ok();
         let out_dir = if session.keep {
             self.keep_dir.clone()
@@ -204,7 +207,7 @@ impl State {
             out_dir,
             // Files that do not stay on the host do not belong in its history.
             history: paths.as_ref().filter(|_| session.keep).map(Paths::history),
-            embeddings: match host_files.embeddings {
+            embeddings: match embeddings {
                 Some(dir) => vec![dir],
                 None => paths
                     .as_ref()
@@ -215,16 +218,16 @@ impl State {
             },
             lora_dir: paths.as_ref().map(Paths::loras),
             preview_every: session.preview_every,
-            preview_decoder: host_files.preview_decoder,
+            preview_decoder,
             // The worker adds offload when its device is a GPU.
             memory: crate::engine::pipeline::MemoryOptions {
                 vae_tiling: session.vae_tiling,
                 low_memory: session.low_memory,
                 offload: false,
             },
-            fast_decoder: host_files.fast_decoder,
-            vae: host_files.vae,
-            model_config: host_files.model_config,
+            fast_decoder,
+            vae,
+            model_config,
         })
         .map_err(|e| format!("cannot start the render worker: {e}"))
     }
@@ -480,44 +483,24 @@ pub fn list_models(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The session's host files, each checked to exist before any job is taken: a typo fails the
-/// hello, not the first render minutes later.
-struct HostPaths {
-    vae: Option<PathBuf>,
-    model_config: Option<PathBuf>,
-    embeddings: Option<PathBuf>,
-    fast_decoder: Option<PathBuf>,
-    preview_decoder: Option<PathBuf>,
-}
-
-impl HostPaths {
-    fn check(files: &HostFiles) -> Result<Self, String> {
-        let existing = |value: &Option<String>, flag: &str, folder: bool| {
-            let Some(value) = value else {
-                return Ok(None);
-            };
-            let path = PathBuf::from(value);
-            let fits = if folder { path.is_dir() } else { path.exists() };
-            if fits {
-                Ok(Some(path))
-            } else {
-                let what = if folder {
-                    "a folder"
-                } else {
-                    "a file or folder"
-                };
-                Err(format!(
-                    "{flag} {value}: there is no such {what} on the host (with --remote, {flag} \
-                     names a path there, relative to the login folder)"
-                ))
-            }
-        };
-        Ok(Self {
-            vae: existing(&files.vae, "--vae", false)?,
-            model_config: existing(&files.model_config, "--model-config", false)?,
-            embeddings: existing(&files.embeddings, "--embeddings", true)?,
-            fast_decoder: existing(&files.fast_decoder, "--fast-decoder", true)?,
-            preview_decoder: existing(&files.preview_decoder, "--preview-decoder", true)?,
-        })
+/// A path the session's flag names on the host, checked to exist before any job is taken: a
+/// typo fails the hello, not the first render minutes later.
+fn host_path(value: &Option<String>, flag: &str, folder: bool) -> Result<Option<PathBuf>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(value);
+    let fits = if folder { path.is_dir() } else { path.exists() };
+    if fits {
+        return Ok(Some(path));
     }
+    let what = if folder {
+        "a folder"
+    } else {
+        "a file or folder"
+    };
+    Err(format!(
+        "{flag} {value}: there is no such {what} on the host (with --remote, {flag} names a \
+         path there, relative to the login folder)"
+    ))
 }

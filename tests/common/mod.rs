@@ -63,16 +63,20 @@ pub fn families_version() -> String {
 pub fn cached_checkpoint() -> PathBuf {
     let cache = cache_dir().join("fixtures/checkpoint-v1");
     if !cache.join("done").is_file() {
-        let status = std::process::Command::new(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures"),
-        )
-        .args(["--only", "checkpoint_files", "--cache-dir"])
-        .arg(&cache)
-        .status()
-        .expect("scripts/make-fixtures runs");
-        assert!(status.success());
+        make_fixtures("checkpoint_files", "--cache-dir", &cache);
     }
     cache
+}
+
+/// `scripts/make-fixtures --only PART FLAG DIR`, which must succeed.
+pub fn make_fixtures(part: &str, flag: &str, dir: &std::path::Path) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures");
+    let status = std::process::Command::new(script)
+        .args(["--only", part, flag])
+        .arg(dir)
+        .status()
+        .expect("scripts/make-fixtures runs (scripts/test sets up its Python environment)");
+    assert!(status.success(), "making the {part} fixtures failed");
 }
 
 /// A generated model that is too big to commit, made on first use into the per-user cache by
@@ -124,13 +128,7 @@ pub fn cached_fixture(name: &str) -> PathBuf {
     }
     let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("model_index.json").is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/make-fixtures");
-        let status = std::process::Command::new(script)
-            .args(["--only", part, flag])
-            .arg(&make_dir)
-            .status()
-            .expect("scripts/make-fixtures runs (scripts/test sets up its Python environment)");
-        assert!(status.success(), "making the {name} fixture failed");
+        make_fixtures(part, flag, &make_dir);
     }
     dir
 }
